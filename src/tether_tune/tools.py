@@ -1,0 +1,208 @@
+"""Tool schemas: loading and checking a tools file, validating calls against it, coercing model output.
+
+A tools file is a JSON list in the form chat templates take: ``{"type": "function", "function": {"name",
+"description", "parameters": {"type": "object", "properties": {...}, "required": [...]}}}``. Tools are kept as
+plain dicts so they can go straight into ``render_conversation`` or ``apply_chat_template``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from .format import Call
+
+DEFAULT_TOOLS_FILE = "codetether_tools.json"
+TYPES = ("string", "integer", "number", "boolean", "array", "object")
+_IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_.\-]*\Z")
+
+
+class ToolsError(ValueError):
+    """A tools file that cannot be used; the message names the file, the tool and the field."""
+
+
+def _fn(tool: Mapping[str, Any]) -> Mapping[str, Any]:
+    return tool["function"] if "function" in tool else tool
+
+
+def check_tools(tools: Any, source: str = "<tools>") -> list[dict[str, Any]]:
+    """Check a list of tool definitions; return them normalised to ``{"type": "function", "function": ...}``."""
+    if not isinstance(tools, list) or not tools:
+        raise ToolsError(f"{source}: expected a non-empty JSON list of tools")
+    problems: list[str] = []
+    seen: set[str] = set()
+    out: list[dict[str, Any]] = []
+    for i, tool in enumerate(tools):
+        where = f"{source}: tool {i}"
+        if not isinstance(tool, Mapping):
+            problems.append(f"{where}: expected an object, got {type(tool).__name__}")
+            continue
+        if tool.get("type", "function") != "function":
+            problems.append(f"{where}: field 'type' must be \"function\"")
+        fn = _fn(tool)
+        if not isinstance(fn, Mapping):
+            problems.append(f"{where}: field 'function' must be an object")
+            continue
+        name = fn.get("name")
+        if not isinstance(name, str) or not _IDENT.match(name):
+            problems.append(f"{where}: field 'name' is missing or not an identifier ({name!r})")
+            continue
+        where = f"{source}: tool {i} ({name})"
+        if name in seen:
+            problems.append(f"{where}: duplicate tool name {name!r}")
+        seen.add(name)
+        if not isinstance(fn.get("description", ""), str):
+            problems.append(f"{where}: field 'description' must be text")
+        params = fn.get("parameters", {"type": "object", "properties": {}})
+        if not isinstance(params, Mapping):
+            problems.append(f"{where}: field 'parameters' must be an object")
+            continue
+        if str(params.get("type", "object")).lower() != "object":
+            problems.append(f"{where}: parameters.type must be \"object\"")
+        props = params.get("properties", {}) or {}
+        if not isinstance(props, Mapping):
+            problems.append(f"{where}: parameters.properties must be an object")
+            continue
+        for pname, prop in props.items():
+            pwhere = f"{where}: parameter {pname!r}"
+            if not _IDENT.match(str(pname)):
+                problems.append(f"{pwhere}: not an identifier")
+            if not isinstance(prop, Mapping):
+                problems.append(f"{pwhere}: expected an object")
+                continue
+            ptype = str(prop.get("type", "")).lower()
+            if ptype not in TYPES:
+                problems.append(f"{pwhere}: unknown type {prop.get('type')!r} (one of {', '.join(TYPES)})")
+            if "description" not in prop:
+                problems.append(f"{pwhere}: no description (FunctionGemma's rendering of that is undefined)")
+            enum = prop.get("enum")
+            if enum is not None and (not isinstance(enum, list) or not enum):
+                problems.append(f"{pwhere}: enum must be a non-empty list")
+        required = params.get("required", []) or []
+        if not isinstance(required, list):
+            problems.append(f"{where}: parameters.required must be a list")
+            required = []
+        for r in required:
+            if r not in props:
+                problems.append(f"{where}: required argument {r!r} is not among the properties")
+        out.append({"type": "function", "function": dict(fn)})
+    if problems:
+        raise ToolsError("invalid tools:\n  " + "\n  ".join(problems))
+    return out
+
+
+def load_tools(path: str | Path = DEFAULT_TOOLS_FILE) -> list[dict[str, Any]]:
+    """Load and check a tools file; raise :class:`ToolsError` naming the file and the field at fault."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ToolsError(f"{path}: no such tools file (pass --tools PATH)") from None
+    except json.JSONDecodeError as err:
+        raise ToolsError(f"{path}: line {err.lineno} column {err.colno}: not valid JSON: {err.msg}") from None
+    return check_tools(data, str(path))
+
+
+def tool_map(tools: Sequence[Mapping[str, Any]]) -> dict[str, Mapping[str, Any]]:
+    """name -> the function dict (with ``parameters``)."""
+    return {_fn(t)["name"]: _fn(t) for t in tools}
+
+
+def _properties(fn: Mapping[str, Any]) -> Mapping[str, Any]:
+    return (fn.get("parameters") or {}).get("properties") or {}
+
+
+def _type_error(value: Any, ptype: str) -> str | None:
+    ok = {
+        "string": isinstance(value, str),
+        "integer": isinstance(value, int) and not isinstance(value, bool),
+        "number": isinstance(value, (int, float)) and not isinstance(value, bool),
+        "boolean": isinstance(value, bool),
+        "array": isinstance(value, list),
+        "object": isinstance(value, dict),
+    }.get(ptype, True)
+    return None if ok else f"expected {ptype}, got {type(value).__name__} {value!r}"
+
+
+def validate_call(call: Call, tools: Sequence[Mapping[str, Any]]) -> list[str]:
+    """Everything wrong with ``call`` against the schema; empty when it is a valid call."""
+    fns = tool_map(tools)
+    fn = fns.get(call.name)
+    if fn is None:
+        return [f"unknown tool {call.name!r} (known: {', '.join(fns)})"]
+    errors: list[str] = []
+    props = _properties(fn)
+    required = (fn.get("parameters") or {}).get("required") or []
+    for r in required:
+        if r not in call.arguments:
+            errors.append(f"{call.name}: missing required argument {r!r}")
+    for key, value in call.arguments.items():
+        prop = props.get(key)
+        if prop is None:
+            errors.append(f"{call.name}: unknown argument {key!r}")
+            continue
+        ptype = str(prop.get("type", "")).lower()
+        err = _type_error(value, ptype)
+        if err:
+            errors.append(f"{call.name}.{key}: {err}")
+            continue
+        enum = prop.get("enum")
+        if enum is not None and value not in enum:
+            errors.append(f"{call.name}.{key}: {value!r} is not one of {enum}")
+        if ptype in ("integer", "number"):
+            lo, hi = prop.get("minimum"), prop.get("maximum")
+            if (lo is not None and value < lo) or (hi is not None and value > hi):
+                errors.append(f"{call.name}.{key}: {value} is outside {lo}..{hi}")
+        if ptype == "string" and key in required and not value.strip():
+            errors.append(f"{call.name}.{key}: required text is empty")
+    return errors
+
+
+def _coerce_value(value: Any, ptype: str) -> Any:
+    """One value towards its schema type; returns the value unchanged when no safe reading exists."""
+    if ptype == "string" and not isinstance(value, str):
+        if isinstance(value, bool):
+            return "true" if value else "false"
+        if isinstance(value, (int, float)):
+            # The parser keeps a bare token as a number only when it reads back as the same text.
+            return str(value) if isinstance(value, int) else repr(value)
+        return value
+    if isinstance(value, str):
+        text = value.strip()
+        if ptype == "integer" and re.fullmatch(r"[-+]?\d+", text):
+            return int(text)
+        if ptype == "number":
+            try:
+                return float(text) if not re.fullmatch(r"[-+]?\d+", text) else int(text)
+            except ValueError:
+                return value
+        if ptype == "boolean" and text.lower() in ("true", "false"):
+            return text.lower() == "true"
+    return value
+
+
+@dataclass
+class Coerced:
+    call: Call
+    coerced: bool  # True when some value was changed to fit its declared type
+
+
+def coerce_call(call: Call, tools: Sequence[Mapping[str, Any]]) -> Coerced:
+    """Read values the schema's way: an integer field that arrived as ``<escape>8<escape>`` becomes 8, a string
+    field that arrived bare (``12345``) becomes the text it was. Unknown tools and arguments are left alone
+    (``validate_call`` reports them)."""
+    fn = tool_map(tools).get(call.name)
+    if fn is None:
+        return Coerced(call, False)
+    props = _properties(fn)
+    args: dict[str, Any] = {}
+    changed = False
+    for key, value in call.arguments.items():
+        prop = props.get(key)
+        new = _coerce_value(value, str(prop.get("type", "")).lower()) if prop else value
+        changed |= new is not value and (type(new) is not type(value) or new != value)
+        args[key] = new
+    return Coerced(Call(call.name, args), changed)
