@@ -453,9 +453,13 @@ def run_validate(cfg: ValidateConfig) -> int:
     tools = load_tools(cfg.tools)
     tokenizer = None
     if cfg.tokenizer:
-        from .modeling import load_tokenizer
+        from transformers import AutoTokenizer
 
-        tokenizer = load_tokenizer(cfg.tokenizer)
+        from .modeling import resolve_model
+        from .tokenizer import check_control_tokens
+
+        tokenizer = AutoTokenizer.from_pretrained(resolve_model(cfg.tokenizer))
+        check_control_tokens(tokenizer)
     bad_total = 0
     for path in cfg.files:
         examples, errors = read_examples(path, strict=cfg.strict)

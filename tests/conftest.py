@@ -1,0 +1,34 @@
+"""Shared fixtures. The tests never touch the Hugging Face hub: it is unreachable here, and a test that needs
+it would pass or fail with the network."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+
+import pytest  # noqa: E402
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+REFERENCE_TOOLS = Path("/work/shared/spec/codetether_tools.reference.json")
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random Gemma 3 with FunctionGemma's token layout, built once per session."""
+    from tether_tune.modeling import make_tiny_model
+
+    return make_tiny_model(tmp_path_factory.mktemp("tiny-model"), seed=0)
+
+
+@pytest.fixture(scope="session")
+def tools() -> list[dict]:
+    """The 8 CodeTether tools as plain dicts (``{"type": "function", "function": {...}}``)."""
+    path = REPO_ROOT / "codetether_tools.json"
+    if not path.is_file():
+        path = REFERENCE_TOOLS
+    with open(path, encoding="utf-8") as fh:
+        return json.load(fh)

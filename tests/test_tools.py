@@ -1,0 +1,106 @@
+"""The tools file matches the reference schema; malformed tool files and invalid calls are caught."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tether_tune.format import Call, parse_calls
+from tether_tune.tools import ToolsError, check_tools, coerce_call, load_tools, validate_call
+
+ROOT = Path(__file__).resolve().parents[1]
+REFERENCE = ROOT.parent / "shared" / "spec" / "codetether_tools.reference.json"
+
+
+@pytest.fixture(scope="module")
+def tools():
+    return load_tools(ROOT / "codetether_tools.json")
+
+
+def _shape(tools):
+    """Names, argument names, types, enums, bounds and required lists: what must equal the reference."""
+    out = {}
+    for t in tools:
+        fn = t["function"]
+        params = fn.get("parameters", {})
+        props = {
+            k: (v.get("type"), tuple(v.get("enum") or ()), v.get("minimum"), v.get("maximum"))
+            for k, v in params.get("properties", {}).items()
+        }
+        out[fn["name"]] = (props, tuple(params.get("required", [])))
+    return out
+
+
+def test_tools_file_has_the_reference_schema(tools):
+    reference = json.loads(REFERENCE.read_text())
+    assert [t["function"]["name"] for t in tools] == [t["function"]["name"] for t in reference]
+    assert _shape(tools) == _shape(reference)
+    assert len(tools) == 8
+
+
+@pytest.mark.parametrize(
+    "mutate, fragment",
+    [
+        (lambda ts: ts[0]["function"].pop("name"), "'name' is missing"),
+        (lambda ts: ts[1]["function"].update(name=ts[0]["function"]["name"]), "duplicate tool"),
+        (lambda ts: ts[0]["function"]["parameters"]["properties"]["title"].update(type="text"), "unknown type"),
+        (lambda ts: ts[0]["function"]["parameters"]["required"].append("owner"), "'owner' is not among the properties"),
+        (lambda ts: ts[0]["function"]["parameters"]["properties"]["title"].pop("description"), "no description"),
+        (lambda ts: ts[0]["function"]["parameters"].update(type="array"), "must be \"object\""),
+    ],
+)
+def test_malformed_tools_are_rejected_with_the_field_named(tools, mutate, fragment):
+    broken = json.loads(json.dumps(tools))
+    mutate(broken)
+    with pytest.raises(ToolsError) as info:
+        check_tools(broken, "x.json")
+    assert fragment in str(info.value) and "x.json" in str(info.value)
+
+
+def test_load_tools_reports_bad_json_with_line(tmp_path):
+    path = tmp_path / "t.json"
+    path.write_text('[\n{"type": "function",\n')
+    with pytest.raises(ToolsError, match=r"t.json: line \d+"):
+        load_tools(path)
+    with pytest.raises(ToolsError, match="no such tools file"):
+        load_tools(tmp_path / "missing.json")
+
+
+@pytest.mark.parametrize(
+    "call, fragment",
+    [
+        (Call("delete_codebase", {}), "unknown tool"),
+        (Call("get_task", {}), "missing required argument 'task_id'"),
+        (Call("get_task", {"task_id": "x", "verbose": True}), "unknown argument 'verbose'"),
+        (Call("create_task", {"title": "t", "priority": "8"}), "expected integer"),
+        (Call("create_task", {"title": "t", "priority": True}), "expected integer, got bool"),
+        (Call("create_task", {"title": "t", "priority": 11}), "outside 0..10"),
+        (Call("list_tasks", {"status": "running"}), "not one of"),
+        (Call("create_task", {"title": "  "}), "required text is empty"),
+    ],
+)
+def test_validate_call_finds_each_kind_of_error(tools, call, fragment):
+    errors = validate_call(call, tools)
+    assert any(fragment in e for e in errors), errors
+
+
+def test_valid_calls_have_no_errors(tools):
+    assert validate_call(Call("discover_agents"), tools) == []
+    assert validate_call(Call("create_task", {"title": "t", "priority": 0, "agent_type": "build"}), tools) == []
+
+
+def test_coercion_reads_values_the_schema_way(tools):
+    (call,) = parse_calls(
+        "<start_function_call>call:create_task{codebase_id:00123456,priority:<escape>8<escape>,title:12345}<end_function_call>"
+    )
+    out = coerce_call(call, tools)
+    assert out.coerced
+    assert out.call.arguments == {"codebase_id": "00123456", "priority": 8, "title": "12345"}
+    assert validate_call(out.call, tools) == []
+    same = coerce_call(Call("create_task", {"title": "t", "priority": 3}), tools)
+    assert not same.coerced and same.call.arguments == {"title": "t", "priority": 3}
+    # Text that is not a number stays as it was, for validation to report.
+    bad = coerce_call(Call("create_task", {"title": "t", "priority": "high"}), tools)
+    assert bad.call.arguments["priority"] == "high" and validate_call(bad.call, tools)
