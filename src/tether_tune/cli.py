@@ -47,7 +47,7 @@ def run_command(name: str, argv: Sequence[str], prog: str | None = None) -> int:
     return int(result or 0)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help"):
         print(_usage())
@@ -62,10 +62,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"tether-tune: unknown command {name!r}\n\n{_usage()}", file=sys.stderr)
         return 2
     try:
-        return run_command(name, argv[1:])
+        return run_command(name, argv[1:], prog=prog)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except ValueError as err:
+        if not type(err).__module__.startswith("tether_tune."):
+            raise  # not one of our checks: a bug, keep the traceback
+        # Our own checks (bad data, tools, flags, tokenizer, lengths) say what and where; no traceback needed.
+        print(f"{prog or 'tether-tune ' + name}: error: {err}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

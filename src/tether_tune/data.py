@@ -356,6 +356,7 @@ def dedupe_key(example: Example) -> str:
 class Encoded:
     input_ids: list[int]
     labels: list[int]  # IGNORE_INDEX on the prompt; the token id itself on the supervised model turn
+    prefix_len: int = 0  # tokens of the developer turn (with the declarations), shared by every example
 
     @property
     def n_supervised(self) -> int:
@@ -380,7 +381,11 @@ def encode_example(tokenizer: Any, example: Example, tools: Sequence[Mapping[str
         completion = completion[:-1]
     prompt_ids = encode_segments(tokenizer, prompt)
     completion_ids = encode_segments(tokenizer, completion)
-    return Encoded(prompt_ids + completion_ids, [IGNORE_INDEX] * len(prompt_ids) + completion_ids)
+    # The developer turn ends at its <end_of_turn> and the "\n" after it; text runs are encoded between control
+    # tokens, so its ids are exactly a prefix of the prompt's.
+    dev_end = prompt.index(Control(END_OF_TURN)) + 2
+    prefix_len = len(encode_segments(tokenizer, prompt[:dev_end]))
+    return Encoded(prompt_ids + completion_ids, [IGNORE_INDEX] * len(prompt_ids) + completion_ids, prefix_len)
 
 
 def show_supervision(tokenizer: Any, encoded: Encoded, open_mark: str = "⟦", close_mark: str = "⟧") -> str:

@@ -1,0 +1,184 @@
+"""Training on the tiny model: the loss falls, only LoRA weights move, adapters round-trip, resume continues,
+the shared-prefix path computes the same loss and gradients, and nothing is cut silently."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from pathlib import Path
+import random
+
+import pytest
+import torch
+
+from tether_tune import cli
+from tether_tune.data import encode_example, read_examples
+from tether_tune.train import PadCollator, supervised_loss
+
+ROOT = Path(__file__).resolve().parents[1]
+TOOLS = str(ROOT / "codetether_tools.json")
+
+
+def _data(path: Path, n: int, seed: int) -> Path:
+    rng = random.Random(seed)
+    rows = []
+    for i in range(n):
+        u = str(uuid.UUID(int=rng.getrandbits(128), version=4))
+        if i % 5 == 4:
+            rows.append({"input": f"hello number {i}", "output": "Hi! Tell me what to do with your tasks."})
+        else:
+            rows.append({"input": f"status of task {u}", "output": f"<start_function_call>call:get_task{{task_id:<escape>{u}<escape>}}<end_function_call>"})
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    d = tmp_path_factory.mktemp("train-data")
+    return _data(d / "train.jsonl", 12, 0), _data(d / "val.jsonl", 4, 1)
+
+
+def _train(tiny_model_dir, files, out, *extra):
+    train, val = files
+    argv = ["train", "--train_file", str(train), "--val_file", str(val), "--output_dir", str(out),
+            "--model_name_or_path", str(tiny_model_dir), "--tools", TOOLS, "--batch_size", "4",
+            "--gradient_accumulation_steps", "1", "--learning_rate", "5e-3", "--eval_samples", "2",
+            "--max_new_tokens", "8", "--logging_steps", "1", *extra]
+    assert cli.main(argv) == 0
+    return json.loads((out / "run_info.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_model_dir, files, tmp_path_factory):
+    out = tmp_path_factory.mktemp("run") / "model"
+    info = _train(tiny_model_dir, files, out, "--epochs", "3")
+    return out, info
+
+
+def test_training_writes_everything_prediction_needs(trained):
+    out, info = trained
+    for name in ("adapter_config.json", "adapter_model.safetensors", "tokenizer.json", "tools.json",
+                 "train_config.json", "metrics.jsonl", "run_info.json"):
+        assert (out / name).is_file(), name
+    cfg = json.loads((out / "train_config.json").read_text())
+    assert cfg["lora_r"] == 16 and cfg["lora_alpha"] == 32 and cfg["learning_rate"] == 5e-3
+    assert info["global_steps"] == 9 and len(info["val_exact_call_accuracy_per_epoch"]) == 3
+    assert "val_exact_call_accuracy_before" in info
+
+
+def test_loss_falls(trained):
+    out, _ = trained
+    logs = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    losses = [r["loss"] for r in logs if "loss" in r]
+    evals = [r["eval_loss"] for r in logs if "eval_loss" in r]
+    assert len(losses) == 9 and len(evals) == 3
+    assert sum(losses[-3:]) / 3 < sum(losses[:3]) / 3
+    assert evals[-1] < evals[0]
+
+
+def test_only_lora_weights_change_and_the_adapter_reloads(trained, tiny_model_dir):
+    from peft import PeftModel
+    from safetensors.torch import load_file
+    from transformers import AutoModelForCausalLM
+
+    out, _ = trained
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
+    before = {k: v.clone() for k, v in base.state_dict().items()}
+    model = PeftModel.from_pretrained(base, str(out)).eval()
+    adapter = load_file(str(out / "adapter_model.safetensors"))
+    assert adapter and all("lora_" in k for k in adapter)
+    assert any(v.abs().sum() > 0 for k, v in adapter.items() if "lora_B" in k)  # B starts at zero: it learned
+    for k, v in model.get_base_model().state_dict().items():
+        if "lora_" not in k:
+            assert torch.equal(v, before[k.replace(".base_layer", "")]), k
+    # Reloaded twice, the adapter gives the same outputs.
+    ids = torch.tensor([[2, 105, 300, 301, 302, 106]])
+    again = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32), str(out)).eval()
+    with torch.no_grad():
+        a, b, plain = model(ids).logits, again(ids).logits, AutoModelForCausalLM.from_pretrained(tiny_model_dir)(ids).logits
+    assert torch.allclose(a, b) and not torch.allclose(a, plain)
+
+
+def test_resume_continues_from_the_saved_step(tiny_model_dir, files, tmp_path):
+    out = tmp_path / "m"
+    _train(tiny_model_dir, files, out, "--epochs", "1", "--eval_samples", "0")
+    ckpts = sorted(p.name for p in (out / "checkpoints").iterdir())
+    assert ckpts == ["checkpoint-3"]
+    info = _train(tiny_model_dir, files, out, "--epochs", "2", "--eval_samples", "0", "--resume")
+    assert info["global_steps"] == 6
+    steps = [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines() if "loss" in json.loads(line)]
+    assert steps == [1, 2, 3, 4, 5, 6]  # the resumed run logged steps 4..6 only
+
+
+def test_resume_without_checkpoint_is_refused(tiny_model_dir, files, tmp_path, capsys):
+    train, _ = files
+    code = cli.main(["train", "--train_file", str(train), "--output_dir", str(tmp_path / "none"), "--model_name_or_path",
+                     str(tiny_model_dir), "--tools", TOOLS, "--resume"])
+    assert code == 2 and "no checkpoint" in capsys.readouterr().err
+
+
+def test_too_short_max_seq_length_is_refused_with_the_example(tiny_model_dir, files, tmp_path, capsys):
+    train, _ = files
+    code = cli.main(["train", "--train_file", str(train), "--output_dir", str(tmp_path / "x"), "--model_name_or_path",
+                     str(tiny_model_dir), "--tools", TOOLS, "--max_seq_length", "300"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "longer than --max_seq_length 300" in err and f"{train}:" in err and "never truncated" in err
+
+
+def test_show_example_marks_exactly_the_model_turn(tiny_model_dir, files, capsys):
+    train, _ = files
+    assert cli.main(["train", "--train_file", str(train), "--model_name_or_path", str(tiny_model_dir),
+                     "--tools", TOOLS, "--show_example", "0"]) == 0
+    header, body = capsys.readouterr().out.split("\n", 1)
+    assert " supervised (between ⟦ and ⟧)" in header
+    out = body
+    assert out.count("⟦") == 1 and out.count("⟧") == 1
+    assert "<start_of_turn>model\n⟦<start_function_call>call:get_task{" in out
+    assert out.rstrip().endswith("<end_function_call><start_function_response>⟧")
+
+
+def test_shared_prefix_loss_equals_the_full_loss(tiny_model_dir, files, tools):
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
+    model = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0, init_lora_weights=False,
+                                             target_modules=["q_proj", "k_proj", "v_proj", "o_proj"]))
+    examples, _ = read_examples(files[0])
+    enc = [encode_example(tok, ex, tools) for ex in examples[:5]]
+    rows = [{"input_ids": e.input_ids, "labels": e.labels, "prefix_len": e.prefix_len} for e in enc]
+    assert len({len(e.input_ids) for e in enc}) > 1  # different lengths: padding is exercised
+    # The prefix is longer than the tiny model's sliding window, so the sliding layers are exercised too.
+    assert enc[0].prefix_len > model.config.sliding_window
+    results = []
+    for share in (False, True):
+        model.zero_grad()
+        batch = PadCollator(tok.pad_token_id, share_prefix=share)(rows)
+        assert ("prefix_ids" in batch) == share
+        loss, n = supervised_loss(model, batch)
+        loss.backward()
+        grads = torch.cat([p.grad.flatten() for p in model.parameters() if p.requires_grad])
+        results.append((loss.detach(), n, grads))
+    (l0, n0, g0), (l1, n1, g1) = results
+    assert n0 == n1 == sum(e.n_supervised for e in enc)
+    assert torch.allclose(l0, l1, atol=1e-5)
+    assert torch.allclose(g0, g1, atol=1e-5) and g0.abs().max() > 0
+
+
+def test_logits_only_where_the_loss_is(tiny_model_dir, files, tools):
+    """The kept logits are the full logits at supervised positions: same loss, a fraction of the head's work."""
+    import torch.nn.functional as F
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
+    examples, _ = read_examples(files[0])
+    rows = [{"input_ids": e.input_ids, "labels": e.labels} for e in (encode_example(tok, ex, tools) for ex in examples[:3])]
+    batch = PadCollator(tok.pad_token_id, share_prefix=False)(rows)
+    with torch.no_grad():
+        loss, _ = supervised_loss(model, batch)
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    full = F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), batch["labels"][:, 1:].reshape(-1), ignore_index=-100)
+    assert torch.allclose(loss, full, atol=1e-5)
