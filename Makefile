@@ -1,0 +1,33 @@
+# Two entry points (see README): `make main` and `make test`. Both set up .venv first.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+# Torch is installed first and pinned, so that no later requirement can pull another (CUDA) build.
+TORCH := torch==2.13.0
+
+.PHONY: setup test test-slow main bench clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml requirements.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet $(TORCH)
+	$(BIN)/python -m pip install --quiet -e ".[offline,dev]" $(TORCH)
+	touch $@
+
+test: setup
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q
+
+test-slow: setup
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -m slow -s
+
+main: setup
+	PATH="$(abspath $(BIN)):$$PATH" bash scripts/main_job.sh
+
+bench: setup
+	$(BIN)/python benchmarks/bench_train_step.py
+	$(BIN)/python benchmarks/bench_latency.py
+
+clean:
+	rm -rf $(VENV) runs
