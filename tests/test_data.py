@@ -84,6 +84,8 @@ def test_check_example_catches_schema_and_grounding_problems(tools):
     assert any("expected integer" in p for p in check_example(ex("task fix login priority 8", title="fix login", priority="8"), tools))
     listing = Example(request="show running tasks", calls=[Call("list_tasks", {"status": "running"})])
     assert any("not one of" in p for p in check_example(listing, tools))
+    rebuild = Example(request="rebuild the cache", calls=[Call("create_task", {"title": "rebuild the cache", "agent_type": "build"})])
+    assert any("neither the value nor a synonym" in p for p in check_example(rebuild, tools))
     get = Example(request="status of task 3f1c2a9e", calls=[Call("get_task", {"task_id": TASK})])
     assert any("verbatim" in p for p in check_example(get, tools))
     vague = Example(request="create a task to fix login", calls=[Call("create_task", {"title": "fix login", "description": "Users report 500 errors on OAuth callback"})])

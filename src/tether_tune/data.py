@@ -308,7 +308,9 @@ def grounding_problems(example: Example, tools: Sequence[Mapping[str, Any]]) -> 
             elif isinstance(value, str):
                 if prop.get("enum"):
                     names = ENUM_SYNONYMS.get(value, (value,))
-                    if not any(n in low for n in names):
+                    # Whole words (and their inflections) only: "summarized" states `summary`, but "rebuild" does
+                    # not state `build`, nor does "abandoned" say "done".
+                    if not any(re.search(rf"(?<![a-z0-9]){re.escape(n)}(?:s|d|ed|ing)?(?![a-z0-9])", low) for n in names):
                         problems.append(f"{where}: the request names neither the value nor a synonym of it")
                 elif key.endswith("_id"):
                     if value not in request:
