@@ -3,22 +3,15 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
 
 from tether_tune.cli import main
 from tether_tune.data import DataError, parse_record
-from tether_tune.evaluate import (
-    NO_CALL,
-    REPORT_KEYS,
-    SavedPrediction,
-    compare_markdown,
-    markdown_summary,
-    match_predictions,
-    score,
-    values_match,
-)
+from tether_tune.evaluate import SavedPrediction, match_predictions
+from tether_tune.scoring import NO_CALL, REPORT_KEYS, compare_markdown, markdown_summary, score, values_match
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 U1 = "3f1c2a9e-7b4d-4c1e-9a0f-2d8e6b5c4a13"
@@ -318,12 +311,14 @@ def test_cli_original_format_gold_matched_by_line(tmp_path):
     assert report["exact_call_accuracy"] == 1.0 and report["n"] == 2
 
 
-def test_cli_mismatched_input_is_an_error(tmp_path):
+def test_cli_mismatched_input_is_an_error(tmp_path, capsys):
     test_file = _write_jsonl(tmp_path / "test.jsonl", [{"input": "hello", "output": "Hi."}])
     preds = _write_jsonl(tmp_path / "pred.jsonl", [{"input": "goodbye", "output": "Bye."}])
-    with pytest.raises(DataError, match=r"pred.jsonl:1: field 'input': 'goodbye' is not the gold request at .*test.jsonl:1: 'hello'"):
-        main(["evaluate", "--test_file", str(test_file), "--predictions", str(preds),
-              "--tools", str(REPO_ROOT / "codetether_tools.json")])
+    code = main(["evaluate", "--test_file", str(test_file), "--predictions", str(preds),
+                 "--tools", str(REPO_ROOT / "codetether_tools.json")])
+    assert code == 2
+    assert re.search(r"pred.jsonl:1: field 'input': 'goodbye' is not the gold request at .*test.jsonl:1: 'hello'",
+                     capsys.readouterr().err)
 
 
 def test_cli_needs_one_source(tmp_path, capsys):

@@ -323,7 +323,7 @@ def _resolve_dtype(name: str) -> str:
 def build_trainer(cfg: TrainConfig, model: Any, tokenizer: Any, train_enc: list[Encoded], val_enc: list[Encoded],
                   val_examples: list[Example], tools: list[dict], out_dir: Path) -> Any:
     import torch
-    from transformers import ProgressCallback, Trainer, TrainerCallback, TrainingArguments
+    from transformers import ProgressCallback, Trainer, TrainingArguments
 
     try:
         import tensorboard  # noqa: F401
@@ -447,7 +447,6 @@ def _write_outputs(out_dir: Path, model: Any, tokenizer: Any, tools: list[dict],
 
 def run_train(cfg: TrainConfig) -> int:
     print_config(cfg)
-    import torch
     from peft import LoraConfig, get_peft_model
     from transformers import set_seed
 
