@@ -37,9 +37,9 @@ def batch_examples(n: int) -> list[Example]:
     ids = [str(uuid.UUID(int=i * 7919 + 1, version=4)) for i in range(n)]
     pool = [
         lambda u: Example(f"cancel task {u} please", [Call("cancel_task", {"task_id": u})]),
-        lambda u: Example(f"create a task to fix the login redirect loop priority 8",
+        lambda u: Example("create a task to fix the login redirect loop priority 8",
                           [Call("create_task", {"title": "fix the login redirect loop", "priority": 8})]),
-        lambda u: Example(f"tell the code-reviewer to look at the upload endpoint",
+        lambda u: Example("tell the code-reviewer to look at the upload endpoint",
                           [Call("send_message", {"agent_name": "code-reviewer", "message": "look at the upload endpoint"})]),
         lambda u: Example(f"give me a recap of session {u}", [Call("playback_session", {"session_id": u, "style": "summary"})]),
     ]
@@ -64,7 +64,11 @@ def main() -> int:
     ap.add_argument("--batch_size", type=int, default=4, help="examples per step")
     ap.add_argument("--naive_length", type=int, default=1024, help="fixed padded length of the naive step")
     ap.add_argument("--repeats", type=int, default=3, help="timed steps per variant (after one warm-up)")
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default). Use 1 when another "
+                    "process shares the cores: oversubscribed OpenMP threads distort timings")
     args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     from peft import LoraConfig, get_peft_model
 

@@ -25,10 +25,10 @@ fi
 step "generate data: default mix, split 80/10/10 by phrasing template"
 python generate_dataset.py --seed "$SEED" --split 0.8,0.1,0.1 --output "$RUN/data/codetether.jsonl"
 
-step "fine-tune (LoRA r16 on q/k/v/o, lr 3e-4, batch 4 x 4)"
+step "fine-tune (LoRA r16 on q/k/v/o, lr 3e-4, batch 8 x 2 = 16: a larger batch shares the prefix more)"
 python finetune.py --model_name_or_path "$MODEL" \
   --train_file "$RUN/data/codetether.train.jsonl" --val_file "$RUN/data/codetether.val.jsonl" \
-  --output_dir "$RUN/model" --epochs "$EPOCHS" --batch_size 4 --gradient_accumulation_steps 4 \
+  --output_dir "$RUN/model" --epochs "$EPOCHS" --batch_size 8 --gradient_accumulation_steps 2 \
   --learning_rate 3e-4 --eval_samples "$EVAL_SAMPLES" --seed "$SEED"
 
 step "evaluate the held-out test split: base vs fine-tuned, constrained vs unconstrained"

@@ -18,7 +18,7 @@ import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 from .config import ConfigError, atomic_write_text
 from .format import (
@@ -226,29 +226,36 @@ def parse_record(rec: Any, source: str) -> Example:
     raise DataError(source, None, 'unknown format: expected "input"/"output", "messages", or "query"/"calls"')
 
 
+def jsonl_lines(path: str | Path, what: str = "file") -> Iterator[tuple[str, str]]:
+    """``("file:line", text)`` for each non-blank line of a JSONL file."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(str(path), None, f"no such {what}")
+    with open(path, encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, 1):
+            if line.strip():
+                yield f"{path}:{lineno}", line
+
+
+def json_record(line: str, source: str) -> Any:
+    try:
+        return json.loads(line)
+    except json.JSONDecodeError as err:
+        raise DataError(source, None, f"not valid JSON (column {err.colno}: {err.msg})") from None
+
+
 def read_examples(path: str | Path, strict: bool = True) -> tuple[list[Example], list[DataError]]:
     """Read a JSONL file. With ``strict``, the first bad line raises; otherwise bad lines are returned as errors
     and the good ones kept (nothing is dropped silently: the caller decides what to do with the errors)."""
-    path = Path(path)
-    if not path.exists():
-        raise DataError(str(path), None, "no such file")
     examples: list[Example] = []
     errors: list[DataError] = []
-    with open(path, encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            source = f"{path}:{lineno}"
-            try:
-                try:
-                    rec = json.loads(line)
-                except json.JSONDecodeError as err:
-                    raise DataError(source, None, f"not valid JSON (column {err.colno}: {err.msg})") from None
-                examples.append(parse_record(rec, source))
-            except DataError as err:
-                if strict:
-                    raise
-                errors.append(err)
+    for source, line in jsonl_lines(path):
+        try:
+            examples.append(parse_record(json_record(line, source), source))
+        except DataError as err:
+            if strict:
+                raise
+            errors.append(err)
     return examples, errors
 
 

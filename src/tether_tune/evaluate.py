@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from .config import ConfigError, atomic_write_text, config_dict, print_config
-from .data import DataError, Example, read_examples
+from .data import DataError, Example, json_record, jsonl_lines, read_examples
 from .scoring import score  # noqa: F401  (re-exported: evaluate.score is the documented entry point)
 from .scoring import compare_markdown, headline_markdown, markdown_summary
 from .tools import DEFAULT_TOOLS_FILE, load_tools
@@ -36,23 +36,13 @@ class SavedPrediction:
 
 def read_predictions(path: str | Path) -> list[SavedPrediction]:
     """``{"id" or "input", "output": "<raw model turn>"}`` per line."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(str(path), None, "no such predictions file (--predictions)")
     preds = []
-    with open(path, encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            source = f"{path}:{lineno}"
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise DataError(source, None, f"not valid JSON (column {err.colno}: {err.msg})") from None
-            if not isinstance(rec, dict) or not isinstance(rec.get("output"), str):
-                raise DataError(source, "output", 'expected {"id" or "input", "output": "<raw model text>"}')
-            pid, text = rec.get("id"), rec.get("input", rec.get("query"))
-            preds.append(SavedPrediction(rec["output"], None if pid is None else str(pid), text, source))
+    for source, line in jsonl_lines(path, "predictions file (--predictions)"):
+        rec = json_record(line, source)
+        if not isinstance(rec, dict) or not isinstance(rec.get("output"), str):
+            raise DataError(source, "output", 'expected {"id" or "input", "output": "<raw model text>"}')
+        pid, text = rec.get("id"), rec.get("input", rec.get("query"))
+        preds.append(SavedPrediction(rec["output"], None if pid is None else str(pid), text, source))
     return preds
 
 
