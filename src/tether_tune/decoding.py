@@ -1,0 +1,256 @@
+"""Greedy decoding over a shared prefix KV cache: the engine under ``tether_tune.predict``.
+
+How the cache is kept exact (and why not transformers' own masks): Gemma 3 alternates sliding-window layers
+(window 512) with full-attention ones, and the prefix alone is longer than the window. transformers'
+``DynamicSlidingWindowLayer`` keeps only the last ``window - 1`` cache *slots*, and its masks measure the
+window in slots too; as soon as a batch holds padding, slots and positions differ and a padded row would see
+the wrong keys. So we keep every slot (a plain ``DynamicCache()``: full layers, nothing evicted), remember the
+position of each slot per row (``-1`` for padding), and build both masks ourselves from positions: a query at
+position ``p`` sees the valid slots at positions ``<= p``, and in sliding layers only those ``> p - window``.
+That is the model's definition of attention, whatever the padding, so a batch row computes what the row alone
+would (up to float summation order), and the result equals ``model.generate`` on the full prompt.
+
+Three things ride on the same loop: the grammar (``tether_tune.constrain``: a mask on each choice, and forced
+tokens fed without a choice), prompt-lookup drafts (tokens copied from the request, verified in one forward),
+and batching (rows of different lengths, left-padded; padding is just slots with position ``-1``).
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+
+@dataclass
+class _Rows:
+    """The KV cache of a batch and, per row, the position of each cache slot (``-1``: padding)."""
+
+    cache: Any  # transformers DynamicCache, keys/values [B, kv_heads, S, head_dim] per layer
+    kv_pos: Any  # LongTensor [B, S]
+    next_pos: list[int]  # per row: the position of its next token
+
+
+def _attention_masks(model: Any, kv_pos: Any, q_pos: Any, q_valid: Any) -> dict[str, Any]:
+    """Both of Gemma 3's masks, built from positions: ``{"full_attention", "sliding_attention"}`` -> [B,1,Q,S].
+
+    ``kv_pos`` [B, S] (``-1`` = padding slot), ``q_pos`` [B, Q], ``q_valid`` [B, Q]. A padding query sees slot 0
+    only (``<bos>``): a row with no visible key would give NaN, and NaN times a zero weight is still NaN."""
+    import torch
+
+    cfg = model.config
+    k = kv_pos[:, None, :]  # [B, 1, S]
+    q = q_pos[:, :, None]  # [B, Q, 1]
+    full = (k >= 0) & (k <= q)  # [B, Q, S]
+    pad_query = ~q_valid[:, :, None]
+    first_slot = torch.zeros_like(full)
+    first_slot[:, :, 0] = True
+    masks = {"full_attention": torch.where(pad_query, first_slot, full)}
+    window = getattr(cfg, "sliding_window", None)
+    if window:
+        masks["sliding_attention"] = torch.where(pad_query, first_slot, full & (k > q - window))
+    masks = {name: m[:, None] for name, m in masks.items()}
+    if getattr(cfg, "_attn_implementation", "sdpa") != "sdpa":  # eager attention adds the mask to the scores
+        dtype = next(model.parameters()).dtype
+        neg = torch.finfo(dtype).min
+        masks = {name: torch.zeros(m.shape, dtype=dtype).masked_fill(~m, neg) for name, m in masks.items()}
+    for layer_type in set(getattr(cfg, "layer_types", None) or ["full_attention"]):
+        masks.setdefault(layer_type, masks["full_attention"])
+    return masks
+
+
+def _forward(model: Any, rows: _Rows, chunks: Sequence[Sequence[int]], pad_id: int, keep: int = 1) -> Any:
+    """Feed each row its own run of new tokens (possibly none) in one forward; return the logits after each
+    row's last ``keep`` tokens, [B, keep, V]. Runs are left-padded so that every row's last token is in the
+    last column."""
+    import torch
+
+    width = max(1, max(len(c) for c in chunks))
+    B = len(chunks)
+    ids = torch.full((B, width), pad_id, dtype=torch.long)
+    q_pos = torch.zeros((B, width), dtype=torch.long)
+    q_valid = torch.zeros((B, width), dtype=torch.bool)
+    for b, chunk in enumerate(chunks):
+        n = len(chunk)
+        if n:
+            ids[b, width - n :] = torch.tensor(chunk, dtype=torch.long)
+            q_pos[b, width - n :] = torch.arange(rows.next_pos[b], rows.next_pos[b] + n)
+            q_valid[b, width - n :] = True
+            rows.next_pos[b] += n
+    rows.kv_pos = torch.cat([rows.kv_pos, torch.where(q_valid, q_pos, -1)], dim=1)
+    masks = _attention_masks(model, rows.kv_pos, q_pos, q_valid)
+    device = model.device
+    out = model(
+        input_ids=ids.to(device),
+        position_ids=q_pos.to(device),
+        attention_mask={k: v.to(device) for k, v in masks.items()},
+        use_cache=True,
+        logits_to_keep=keep,  # the LM head (63% of the weights) only where a token is chosen
+        **{_cache_kwarg(model): rows.cache},
+    )
+    return out.logits[:, -keep:, :].float().cpu()  # [B, keep, V]
+
+
+def _reject(rows: _Rows, b: int, n: int) -> None:
+    """Forget the last ``n`` slots of row ``b`` (rejected draft tokens): they stay in the cache, as padding."""
+    if n:
+        rows.kv_pos[b, -n:] = -1
+        rows.next_pos[b] -= n
+
+
+def lookup_draft(context: Sequence[int], source: Sequence[int], k: int, max_ngram: int = 3, min_ngram: int = 2) -> list[int]:
+    """Prompt lookup: if the last ``n`` tokens of ``context`` (n = max_ngram..min_ngram) occur in ``source``, the
+    up to ``k`` tokens that followed them there. Tool calls copy ids, titles and messages from the request, so the
+    model's own next tokens are often these; the model verifies them all in one forward.
+
+    At least a bigram must match: a single common token (a space, "the") matches somewhere in almost any
+    request, and a wrong draft costs its tokens in the forward and their 262k-entry logits. Copying a UUID starts
+    one token later, then drafts the rest."""
+    if k <= 0:
+        return []
+    for n in range(min(max_ngram, len(context)), min_ngram - 1, -1):
+        tail = list(context[-n:])
+        for i in range(len(source) - n):
+            if list(source[i : i + n]) == tail:
+                return list(source[i + n : i + n + k])
+    return []
+
+
+def _cache_kwarg(model: Any) -> str:
+    """transformers 5.24 renamed ``past_key_values`` to ``cache`` (the old name warns, and goes in 5.40)."""
+    import inspect
+
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+
+
+@dataclass
+class PrefixCache:
+    """The shared prefix (developer turn with the declarations): its ids and its KV cache, batch 1."""
+
+    ids: list[int]
+    cache: Any
+
+    @classmethod
+    def build(cls, model: Any, ids: list[int]) -> "PrefixCache":
+        import torch
+        from transformers import DynamicCache
+
+        # No config: full (never-evicting) layers for every layer type; the sliding window is in our masks.
+        rows = _Rows(cache=DynamicCache(), kv_pos=torch.zeros((1, 0), dtype=torch.long), next_pos=[0])
+        with torch.inference_mode():
+            _forward(model, rows, [ids], pad_id=0)
+        return cls(ids=list(ids), cache=rows.cache)
+
+    def rows(self, batch_size: int) -> _Rows:
+        """A private copy of the cache for ``batch_size`` rows: decoding appends to it (``torch.cat`` makes new
+        tensors, but we copy anyway rather than rely on that)."""
+        import torch
+
+        cache = copy.deepcopy(self.cache)
+        if batch_size > 1:
+            cache.batch_repeat_interleave(batch_size)
+        n = len(self.ids)
+        kv_pos = torch.arange(n, dtype=torch.long)[None].repeat(batch_size, 1)
+        return _Rows(cache=cache, kv_pos=kv_pos, next_pos=[n] * batch_size)
+
+
+@dataclass
+class Decoded:
+    ids: list[int]  # the new tokens, the stop token included
+    stats: dict[str, float]
+
+
+def decode_greedy(
+    model: Any,
+    prefix: PrefixCache,
+    suffixes: Sequence[Sequence[int]],
+    stop_ids: Sequence[int],
+    max_new_tokens: int,
+    constraint: Any = None,
+    pad_id: int = 0,
+    speculate: int = 0,
+    sources: Sequence[Sequence[int]] | None = None,
+) -> list[Decoded]:
+    """Greedy decoding of each suffix after the shared prefix, all rows in one batch.
+
+    ``constraint``: a :class:`tether_tune.constrain.ToolCallConstraint` (or ``None``). With it, each choice is
+    masked to what the tool grammar allows, and the tokens it forces are appended without a choice: they go
+    through the model (to extend the cache) together with the chosen token, in the same forward.
+
+    ``speculate`` > 0: up to that many draft tokens looked up in ``sources[b]`` (the request's own tokens) ride
+    along in each forward; each is kept only if it is what greedy decoding would have chosen there (under the
+    grammar too), so the output is the same tokens, in fewer forwards. Rejected drafts become padding slots.
+    """
+    import torch
+
+    B = len(suffixes)
+    stop = set(stop_ids)
+    out: list[list[int]] = [[] for _ in range(B)]
+    forced = [0] * B
+    accepted = [0] * B
+    done = [False] * B
+    matchers = [constraint.matcher() for _ in range(B)] if constraint is not None else None
+    sources = sources or [[] for _ in range(B)]
+
+    def say(b: int, tokens: list[int], n_forced: int) -> list[int]:
+        """Append decided tokens to row b; return those still to be fed to the model ([] when the row ends)."""
+        for i, t in enumerate(tokens):
+            out[b].append(t)
+            forced[b] += i >= len(tokens) - n_forced
+            if t in stop or len(out[b]) >= max_new_tokens:
+                done[b] = True
+                return []
+        return tokens
+
+    def choose(b: int, logits: Any) -> int:
+        if matchers is not None:
+            allowed = constraint.allowed([matchers[b]], logits.shape[-1])[0]
+            logits = logits.masked_fill(~allowed, float("-inf"))
+        return int(logits.argmax())
+
+    calls = 0
+    with torch.inference_mode():
+        t0 = time.perf_counter()
+        rows = prefix.rows(B)
+        pending: list[list[int]] = [list(s) for s in suffixes]  # decided, not yet fed to the model
+        drafts: list[list[int]] = [[] for _ in range(B)]
+        t_prefill = None
+        while True:
+            chunks = [pending[b] + drafts[b] for b in range(B)]
+            keep = 1 + max(len(d) for d in drafts)
+            logits = _forward(model, rows, chunks, pad_id, keep)  # [B, keep, V]
+            calls += 1
+            if t_prefill is None:
+                t_prefill = time.perf_counter() - t0
+            for b in range(B):
+                if done[b]:
+                    continue
+                draft, pending[b], drafts[b] = drafts[b], [], []
+                j = keep - 1 - len(draft)  # the logits after the last pending token
+                for i in range(len(draft) + 1):
+                    token = choose(b, logits[b, j + i])
+                    after = constraint.advance(matchers[b], token) if matchers is not None else []
+                    if i < len(draft) and token == draft[i]:  # greedy's own choice: already in the cache
+                        accepted[b] += 1
+                        say(b, [token], 0)
+                        if done[b]:
+                            break
+                        if after:  # forced tokens follow: they go in next; the drafts after this one do not
+                            _reject(rows, b, len(draft) - i - 1)
+                            pending[b] = say(b, after, len(after))
+                            break
+                        continue
+                    _reject(rows, b, len(draft) - i)  # a fresh choice: the drafts from here on were wrong
+                    pending[b] = say(b, [token] + after, len(after))
+                    break
+                if not done[b] and speculate:
+                    drafts[b] = lookup_draft(out[b], sources[b], speculate)
+            if all(done):
+                break
+        total = time.perf_counter() - t0
+    stats = {"prefill_s": t_prefill or 0.0, "decode_s": total - (t_prefill or 0.0), "forward_calls": float(calls)}
+    return [
+        Decoded(ids, {**stats, "new_tokens": float(len(ids)), "forced_tokens": float(n), "draft_tokens": float(a)})
+        for ids, n, a in zip(out, forced, accepted)
+    ]

@@ -1,0 +1,317 @@
+"""Prediction: a request in, tool calls out, in well under a second on a laptop CPU.
+
+Every prompt starts with the same developer turn (the trigger sentence and the 8 declarations, about 660
+tokens on the real model): :class:`Predictor` encodes it once, runs it through the model once, and keeps its
+KV cache. A request then costs only its own suffix (``<start_of_turn>user\\n...<end_of_turn>\\n<start_of_turn>
+model\\n``, a few dozen tokens) plus greedy decoding. With ``constrained=True`` the tool schema drives decoding
+(``tether_tune.constrain``): only valid calls or a text answer can come out, and tokens the grammar forces are
+appended without asking the model for a choice.
+
+The engine (the cache, its masks, the greedy loop) is ``tether_tune.decoding``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from .config import ConfigError, print_config
+from .decoding import PrefixCache, decode_greedy, lookup_draft  # noqa: F401  (part of this module's API)
+from .format import CONTROL_TOKEN_IDS, END_OF_TURN, Call, Control, parse_output, render_prompt_segments
+from .tools import DEFAULT_TOOLS_FILE, coerce_call, load_tools, validate_call
+
+# --------------------------------------------------------------------------------------------------------------
+# The result
+# --------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Prediction:
+    calls: list[Call]  # parsed (format.parse_output), coerced (tools.coerce_call)
+    text: str  # words answer ('' when it called tools)
+    raw: str  # decoded model turn, control tokens kept
+    errors: list[str]  # parse / validation errors
+    timings: dict[str, float]  # "total_s", "prefill_s", "decode_s", "new_tokens" (+ "forced_tokens", ...)
+
+    def to_dict(self, show_raw: bool = False) -> dict[str, Any]:
+        d: dict[str, Any] = {
+            "calls": [c.to_dict() for c in self.calls],
+            "text": self.text,
+            "timings": {k: round(v, 4) if isinstance(v, float) else v for k, v in self.timings.items()},
+        }
+        if self.errors:
+            d["errors"] = self.errors
+        if show_raw:
+            d["raw"] = self.raw
+        return d
+
+
+def read_prediction(raw: str, tools: Sequence[Mapping[str, Any]]) -> tuple[list[Call], str, list[str]]:
+    """Parse a decoded model turn with the shared parser, coerce each call to its schema, validate it.
+
+    Invalid calls are dropped from ``calls`` and reported in ``errors`` (never an invalid call downstream)."""
+    parsed = parse_output(raw)
+    errors = list(parsed.errors)
+    calls: list[Call] = []
+    for call in parsed.calls:
+        call = coerce_call(call, tools).call
+        problems = validate_call(call, tools)
+        if problems:
+            errors += problems
+        else:
+            calls.append(call)
+    return calls, ("" if parsed.calls else parsed.text), errors
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The predictor
+# --------------------------------------------------------------------------------------------------------------
+
+
+def prefix_segments(tools: Sequence[Mapping[str, Any]], developer: str | None = None) -> list[str]:
+    """The prompt's shared prefix: ``<bos>`` and the developer turn through its ``<end_of_turn>\\n``."""
+    segments = render_prompt_segments("", tools, developer)
+    end = next(i for i, s in enumerate(segments) if isinstance(s, Control) and s == END_OF_TURN)
+    assert segments[end + 1] == "\n", segments[end : end + 2]
+    return segments[: end + 2]
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path}: line {err.lineno}: not valid JSON: {err.msg}") from None
+
+
+def _log(msg: str) -> None:
+    print(f"[tether-tune] {msg}", file=sys.stderr, flush=True)
+
+
+class Predictor:
+    """A model loaded once, its developer turn encoded and cached once; ``predict`` per request."""
+
+    def __init__(
+        self,
+        model: Any,
+        tokenizer: Any,
+        tools: Sequence[Mapping[str, Any]],
+        developer: str | None = None,
+        constrained: bool = True,
+        max_new_tokens: int = 128,
+        base_model: str = "",
+        speculate: int = 8,
+    ):
+        from .tokenizer import encode_segments, stop_token_ids
+
+        self.model = model
+        self.tokenizer = tokenizer
+        self.tools = list(tools)
+        self.developer = developer
+        self.max_new_tokens = max_new_tokens
+        self.base_model = base_model
+        self.speculate = speculate
+        self.stop_ids = stop_token_ids(tokenizer)
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        self.prefix = PrefixCache.build(model, encode_segments(tokenizer, prefix_segments(self.tools, developer)))
+        self.constraint = None
+        if constrained:
+            from .constrain import ToolCallConstraint
+
+            self.constraint = ToolCallConstraint(tokenizer, self.tools)
+
+    @property
+    def constrained(self) -> bool:
+        return self.constraint is not None
+
+    @classmethod
+    def load(
+        cls,
+        model: str,
+        tools: str | os.PathLike | Sequence[Mapping[str, Any]] | None = None,
+        device: str = "auto",
+        dtype: str = "auto",
+        constrained: bool = True,
+        max_new_tokens: int = 128,
+        speculate: int = 8,
+    ) -> "Predictor":
+        """``model``: a training output directory (PEFT adapter + ``run_info.json``: the base is loaded and the
+        LoRA merged into its weights), a model directory, a hub name, a ``.gguf`` or the offline preset.
+        ``tools``: a list, a tools file, else ``tools.json`` beside the model, else ``codetether_tools.json``.
+        ``speculate``: draft tokens copied from the request per forward (0: off); the output does not change."""
+        from .modeling import load_model_and_tokenizer
+
+        path = Path(os.fspath(model)).expanduser()
+        run_info = _read_json(path / "run_info.json") if (path / "run_info.json").is_file() else {}
+        developer = run_info.get("developer")
+        if (path / "adapter_config.json").is_file():
+            base = run_info.get("base_model") or _read_json(path / "adapter_config.json").get(
+                "base_model_name_or_path"
+            )
+            if not base:
+                raise ValueError(f"{path}: no base model named in run_info.json or adapter_config.json")
+            net, tok = load_model_and_tokenizer(base, dtype=dtype, device=device, adapter=path)
+            net = net.merge_and_unload()  # plain weights again: no LoRA matmuls at inference
+            net.eval()
+            if (path / "tokenizer.json").is_file():  # the tokenizer the adapter was trained with
+                from transformers import AutoTokenizer
+
+                from .format import CONTROL_TOKEN_IDS
+                from .tokenizer import check_control_tokens
+
+                tok = AutoTokenizer.from_pretrained(str(path))
+                check_control_tokens(tok, CONTROL_TOKEN_IDS)
+            base_model = str(base)
+        else:
+            net, tok = load_model_and_tokenizer(model, dtype=dtype, device=device)
+            base_model = str(run_info.get("base_model") or model)
+
+        if tools is None:
+            tools = path / "tools.json" if (path / "tools.json").is_file() else Path(DEFAULT_TOOLS_FILE)
+        if isinstance(tools, (str, os.PathLike)):
+            tools = load_tools(tools)
+        return cls(net, tok, tools, developer, constrained, max_new_tokens, base_model, speculate)
+
+    def encode(self, request: str) -> list[int]:
+        """The full prompt's ids for ``request`` (what the uncached path would feed the model)."""
+        from .tokenizer import encode_prompt
+
+        ids = encode_prompt(self.tokenizer, request, self.tools, self.developer)
+        n = len(self.prefix.ids)
+        if ids[:n] != self.prefix.ids:
+            # Cannot happen while the developer turn ends with a control token followed by "\n" and the user
+            # turn starts with one: text runs are encoded between control tokens. Refuse rather than be wrong.
+            raise RuntimeError(
+                "the prompt does not start with the cached developer-turn tokens; the prefix cache would be "
+                f"wrong for request {request[:60]!r}"
+            )
+        return ids
+
+    def predict(self, request: str) -> Prediction:
+        return self.predict_batch([request], batch_size=1)[0]
+
+    def predict_batch(self, requests: Sequence[str], batch_size: int = 8) -> list[Prediction]:
+        """Requests in batches over the one prefix cache; requests of similar length share a batch."""
+        from .tokenizer import decode
+
+        n = len(self.prefix.ids)
+        suffixes = [self.encode(r)[n:] for r in requests]
+        order = sorted(range(len(requests)), key=lambda i: len(suffixes[i]))
+        controls = set(CONTROL_TOKEN_IDS.values())
+        results: list[Prediction | None] = [None] * len(requests)
+        for start in range(0, len(order), max(1, batch_size)):
+            idx = order[start : start + batch_size]
+            t0 = time.perf_counter()
+            decoded = decode_greedy(
+                self.model,
+                self.prefix,
+                [suffixes[i] for i in idx],
+                self.stop_ids,
+                self.max_new_tokens,
+                self.constraint,
+                self.pad_id,
+                self.speculate,
+                [[t for t in suffixes[i] if t not in controls] for i in idx],  # the request's own tokens
+            )
+            for i, d in zip(idx, decoded):
+                raw = decode(self.tokenizer, d.ids)
+                calls, text, errors = read_prediction(raw, self.tools)
+                if d.ids and d.ids[-1] not in self.stop_ids:
+                    errors.append(f"stopped at max_new_tokens={self.max_new_tokens} before a stop token")
+                timings = {"total_s": time.perf_counter() - t0, **d.stats, "batch_size": float(len(idx))}
+                results[i] = Prediction(calls, text, raw, errors, timings)
+        return [r for r in results if r is not None]
+
+
+# --------------------------------------------------------------------------------------------------------------
+# CLI: tether-tune predict
+# --------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class PredictConfig:
+    """Turn requests into CodeTether tool calls; prints one JSON object per request."""
+
+    request: list[str] = field(
+        default_factory=list, metadata={"help": "the request(s) to answer", "positional": True}
+    )
+    input_file: str | None = field(
+        default=None,
+        metadata={"help": 'JSONL of requests: a string, or an object with "request", "input" or "query" a line'},
+    )
+    model_path: str = field(
+        default="./finetuned_model", metadata={"help": "training output dir (adapter), model dir, .gguf or preset"}
+    )
+    tools: str | None = field(
+        default=None, metadata={"help": f"tools file (default: tools.json in --model_path, else {DEFAULT_TOOLS_FILE})"}
+    )
+    constrained: bool = field(default=True, metadata={"help": "decode under the tool schema: never an invalid call"})
+    max_new_tokens: int = field(default=128, metadata={"help": "stop after this many new tokens"})
+    speculate: int = field(
+        default=8, metadata={"help": "draft tokens copied from the request, verified per forward (0: off; same output)"}
+    )
+    batch_size: int = field(default=8, metadata={"help": "requests decoded together over the prefix cache"})
+    device: str = field(default="auto", metadata={"help": "auto, cpu, cuda, ..."})
+    dtype: str = field(default="auto", metadata={"help": "auto (fp32 on CPU, bf16 on GPU), float32 or bfloat16"})
+    show_raw: bool = field(default=False, metadata={"help": "also print the raw model turn (control tokens kept)"})
+
+    def validate(self) -> None:
+        if not self.request and not self.input_file:
+            raise ConfigError("REQUEST: give at least one request, or --input_file")
+        if self.input_file and not Path(self.input_file).is_file():
+            raise ConfigError(f"--input_file {self.input_file}: no such file")
+        looks_local = self.model_path.startswith((".", "/", "~")) or self.model_path.endswith(".gguf")
+        if looks_local and not Path(self.model_path).expanduser().exists():
+            raise ConfigError(
+                f"--model_path {self.model_path}: no such directory or file (train one with `tether-tune train`, "
+                "or pass a model directory, a .gguf or gemma-3-270m-offline)"
+            )
+        if self.max_new_tokens < 1:
+            raise ConfigError(f"--max_new_tokens {self.max_new_tokens}: must be at least 1")
+        if self.speculate < 0:
+            raise ConfigError(f"--speculate {self.speculate}: must be 0 (off) or more")
+        if self.batch_size < 1:
+            raise ConfigError(f"--batch_size {self.batch_size}: must be at least 1")
+
+
+def read_requests(path: str | os.PathLike) -> list[tuple[Any, str]]:
+    """``(id, request)`` per non-empty line of a JSONL file."""
+    out: list[tuple[Any, str]] = []
+    for lineno, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{path}:{lineno}: not valid JSON: {err.msg}") from None
+        if isinstance(rec, str):
+            out.append((None, rec))
+            continue
+        text = next((rec[k] for k in ("request", "input", "query") if isinstance(rec, dict) and k in rec), None)
+        if not isinstance(text, str):
+            raise ValueError(f'{path}:{lineno}: expected a string or an object with "request", "input" or "query"')
+        out.append((rec.get("id"), text))
+    return out
+
+
+def run_predict(cfg: PredictConfig) -> int:
+    print_config(cfg)
+    items: list[tuple[Any, str]] = [(None, r) for r in cfg.request]
+    if cfg.input_file:
+        items += read_requests(cfg.input_file)
+    t0 = time.perf_counter()
+    predictor = Predictor.load(
+        cfg.model_path, cfg.tools, cfg.device, cfg.dtype, cfg.constrained, cfg.max_new_tokens, cfg.speculate
+    )
+    _log(f"loaded {cfg.model_path} in {time.perf_counter() - t0:.1f} s (prefix: {len(predictor.prefix.ids)} tokens)")
+    predictions = predictor.predict_batch([r for _, r in items], batch_size=cfg.batch_size)
+    for (rid, _), pred in zip(items, predictions):
+        d = pred.to_dict(show_raw=cfg.show_raw)
+        if rid is not None:
+            d = {"id": rid, **d}
+        print(json.dumps(d, ensure_ascii=False), flush=True)
+    return 0

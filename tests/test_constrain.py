@@ -1,0 +1,275 @@
+"""Constrained decoding: the grammar accepts exactly the valid model turns for the tools, forced tokens are
+appended without a model choice, and whatever the (random, steered) model prefers, the output parses and
+validates."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from tether_tune.constrain import ToolCallConstraint, tool_call_grammar
+from tether_tune.format import CONTROL_TOKEN_IDS, Call, Control, parse_calls, render_call_segments
+from tether_tune.predict import Predictor
+from tether_tune.tokenizer import decode, encode_segments
+from tether_tune.tools import validate_call
+
+C = CONTROL_TOKEN_IDS
+START_RESPONSE = Control("<start_function_response>")
+END_OF_TURN = Control("<end_of_turn>")
+ESC = Control("<escape>")
+TRUNCATED = "stopped at max_new_tokens="
+
+
+@pytest.fixture(scope="module")
+def predictor(tiny_model_dir: Path, tools: list[dict]) -> Predictor:
+    return Predictor.load(str(tiny_model_dir), tools=tools, constrained=True, max_new_tokens=48)
+
+
+@pytest.fixture(scope="module")
+def constraint(predictor: Predictor) -> ToolCallConstraint:
+    assert predictor.constraint is not None
+    return predictor.constraint
+
+
+def accepts(constraint: ToolCallConstraint, tokenizer: Any, segments: list[str]) -> bool:
+    """Whether the grammar takes this whole model turn (and is complete after it)."""
+    m = constraint.matcher()
+    ids = encode_segments(tokenizer, segments)
+    return m.consume_tokens(ids) and m.is_accepting() and not m.is_error()
+
+
+def calls(*cs: Call) -> list[str]:
+    out: list[str] = []
+    for c in cs:
+        out += render_call_segments(c)
+    return out + [START_RESPONSE]
+
+
+VALID = [
+    calls(Call("create_task", {"title": "Fix the login bug"})),
+    calls(Call("create_task", {"agent_type": "plan", "codebase_id": "3fa9c01b", "description": "a, b: {c} [d]",
+                               "priority": 10, "title": "T"})),
+    calls(Call("create_task", {"priority": 0, "title": "Ünïcödé 日本語 🙂\nnew line"})),
+    calls(Call("list_tasks", {})),
+    calls(Call("list_tasks", {"status": "working"})),
+    calls(Call("get_task", {"task_id": "7c9e6679-7425-40de-944b-e07fc1f90ae7"})),
+    calls(Call("playback_session", {"session_id": "s1", "style": "summary"})),
+    calls(Call("discover_agents", {})),
+    calls(Call("send_message", {"agent_name": "code-reviewer", "message": "look at <end_function_call> auth"})),
+    calls(Call("get_task", {"task_id": "a"}), Call("cancel_task", {"task_id": "a"}), Call("discover_agents", {})),
+    ["I can only help with CodeTether tasks.", END_OF_TURN],
+    ["  leading space and call:get_task{} as words\n", END_OF_TURN],
+    ["ok", Control("<eos>")],
+    [END_OF_TURN],  # declining in no words: allowed, or a model that wants to stop would ramble on
+    [Control("<eos>")],
+]
+
+INVALID = {
+    "unknown tool": calls(Call("delete_everything", {})),
+    "unknown argument": calls(Call("get_task", {"task_id": "a", "force": True})),
+    "missing required": calls(Call("get_task", {})),
+    "one of two required": calls(Call("send_message", {"agent_name": "x"})),
+    "enum value": calls(Call("list_tasks", {"status": "running"})),
+    "integer above maximum": calls(Call("create_task", {"priority": 11, "title": "T"})),
+    "negative integer": calls(Call("create_task", {"priority": -1, "title": "T"})),
+    "integer as text": calls(Call("create_task", {"priority": "8", "title": "T"})),
+    "text as bare word": [Control("<start_function_call>"), "call:get_task{task_id:abc}", Control("<end_function_call>"),
+                          START_RESPONSE],
+    "blank required text": calls(Call("create_task", {"title": "  "})),
+    "empty required text": calls(Call("get_task", {"task_id": ""})),
+    "typed <escape> inside text": calls(Call("get_task", {"task_id": "a<escape>b"})),
+    "keys out of order": [Control("<start_function_call>"), "call:playback_session{style:", ESC, "summary", ESC,
+                          ",session_id:", ESC, "s", ESC, "}", Control("<end_function_call>"), START_RESPONSE],
+    "calls then end_of_turn": calls(Call("discover_agents", {}))[:-1] + [END_OF_TURN],
+    "no calls": [START_RESPONSE],
+    "blank words": ["  \n ", END_OF_TURN],
+    "words with a typed call token": ["see <start_function_call> here", END_OF_TURN],
+    "words then a call": ["ok", Control("<start_function_call>"), "call:discover_agents{}",
+                          Control("<end_function_call>"), START_RESPONSE],
+    "calls then eos": calls(Call("discover_agents", {}))[:-1] + [Control("<eos>")],
+}
+
+
+@pytest.mark.parametrize("segments", VALID, ids=range(len(VALID)))
+def test_grammar_accepts_valid_turns(constraint: ToolCallConstraint, predictor: Predictor, segments: list[str]) -> None:
+    assert accepts(constraint, predictor.tokenizer, segments)
+
+
+@pytest.mark.parametrize("name", sorted(INVALID))
+def test_grammar_rejects_invalid_turns(constraint: ToolCallConstraint, predictor: Predictor, name: str) -> None:
+    assert not accepts(constraint, predictor.tokenizer, INVALID[name])
+
+
+def test_grammar_text_names_control_tokens_by_id(tools: list[dict]) -> None:
+    text = tool_call_grammar(tools)
+    assert "calls: call+ <[50]>" in text and "answer: TEXT? (<[106]> | <[1]>)" in text
+    assert '<[48]> "call:"' in text
+    assert '"priority:" t0_v3_int' in text and '"10"' in text  # 0..10 written out value by value
+
+
+def test_first_choice_is_call_or_words(constraint: ToolCallConstraint, predictor: Predictor) -> None:
+    vocab = predictor.model.config.vocab_size + 5  # logits wider than the tokenizer: the extra ids are masked
+    allowed = constraint.allowed([constraint.matcher()], vocab)
+    assert allowed.shape == (1, vocab) and allowed.dtype == torch.bool
+    assert allowed[0, C["<start_function_call>"]]
+    assert allowed[0, predictor.tokenizer.convert_tokens_to_ids("I")]
+    assert allowed[0, C["<end_of_turn>"]] and allowed[0, C["<eos>"]]  # declining in no words
+    for tok in ("<start_function_response>", "<escape>", "<end_function_call>", "<pad>", "<start_of_turn>"):
+        assert not allowed[0, C[tok]], tok
+    assert not allowed[0, -5:].any()
+
+
+def drive(constraint: ToolCallConstraint, tokenizer: Any, m: Any, pieces: list[str]) -> list[str]:
+    """Make the matcher say ``pieces`` (text or control tokens), choosing the longest allowed token each time
+    and skipping what the grammar forces; return the forced runs, decoded."""
+    forced_runs: list[str] = []
+    rest = [p for p in pieces]
+    while rest:
+        head = rest[0]
+        if isinstance(head, Control):
+            choice = C[head]
+        else:
+            allowed = constraint.allowed([m], len(tokenizer))[0].nonzero().flatten().tolist()
+            text = [(len(s), i) for i in allowed if (s := decode(tokenizer, [i])) and head.startswith(s)]
+            choice = max(text)[1]
+        said = [choice] + constraint.advance(m, choice)
+        forced_runs.append(decode(tokenizer, said[1:]))
+        for t in said:  # remove what was said (chosen and forced) from the script
+            if not rest:
+                break  # forced beyond the script
+            s = decode(tokenizer, [t])
+            if isinstance(rest[0], Control):
+                assert s == rest[0]
+                rest.pop(0)
+            else:
+                assert rest[0].startswith(s), (rest[0], s)
+                rest[0] = rest[0][len(s):]
+                if not rest[0]:
+                    rest.pop(0)
+    return forced_runs
+
+
+def test_grammar_forces_what_needs_no_choice(constraint: ToolCallConstraint, predictor: Predictor) -> None:
+    tok = predictor.tokenizer
+    m = constraint.matcher()
+    assert decode(tok, constraint.advance(m, C["<start_function_call>"])) == "call:"
+    forced = drive(constraint, tok, m, ["get_task{"])
+    # "get_" could still be get_session_history; "get_task{" has one required argument: its key is forced.
+    assert "".join(forced).endswith("task_id:<escape>")
+    forced = drive(constraint, tok, m, ["abc", ESC])
+    assert forced[-1] == "}<end_function_call>"
+    assert constraint.allowed([m], len(tok))[0].nonzero().flatten().tolist() == sorted(
+        [C["<start_function_call>"], C["<start_function_response>"]]
+    )
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Decoding
+# ----------------------------------------------------------------------------------------------------------------
+
+
+class Noisy(torch.nn.Module):
+    """The tiny model with random noise on its logits and random boosts to the control tokens, so that the
+    constrained path is driven into every branch (calls, words, strings ending, several calls)."""
+
+    def __init__(self, inner: torch.nn.Module, seed: int, noise: float, boosts: dict[int, float]):
+        super().__init__()
+        self.inner = inner
+        self.gen = torch.Generator().manual_seed(seed)
+        self.noise = noise
+        self.boosts = boosts
+        self.calls = 0
+
+    @property
+    def config(self) -> Any:
+        return self.inner.config
+
+    @property
+    def device(self) -> torch.device:
+        return self.inner.device
+
+    def forward(self, input_ids: torch.Tensor, cache: Any = None, **kwargs: Any) -> Any:
+        out = self.inner(input_ids=input_ids, cache=cache, **kwargs)
+        self.calls += 1
+        logits = out.logits.clone()
+        logits += self.noise * torch.randn(logits.shape, generator=self.gen)
+        for tok, boost in self.boosts.items():
+            logits[..., tok] += boost
+        out.logits = logits
+        return out
+
+
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    seed=st.integers(0, 2**31 - 1),
+    noise=st.sampled_from([0.0, 1.0, 5.0]),
+    boosts=st.dictionaries(
+        st.sampled_from([C[t] for t in ("<start_function_call>", "<escape>", "<end_of_turn>", "<eos>",
+                                        "<start_function_response>", "<end_function_call>")]),
+        st.floats(-5, 15),
+        max_size=4,
+    ),
+)
+def test_constrained_output_always_parses_and_validates(
+    predictor: Predictor, seed: int, noise: float, boosts: dict[int, float]
+) -> None:
+    model = Noisy(predictor.model, seed, noise, boosts)
+    pred = Predictor(model, predictor.tokenizer, predictor.tools, constrained=True, max_new_tokens=48)
+    pred.constraint = predictor.constraint  # the same compiled grammar: building it is the slow part
+    requests = ["Create a task to fix the login bug", "List my pending tasks", "hi"]
+    for out in pred.predict_batch(requests, batch_size=3):
+        for call in out.calls:
+            assert validate_call(call, pred.tools) == []
+        truncated = out.timings["new_tokens"] >= 48 and not out.raw.endswith(
+            ("<start_function_response>", "<end_of_turn>", "<eos>")
+        )
+        if truncated:  # cut by max_new_tokens: the unfinished call is reported, the finished ones are valid
+            assert out.errors[-1].startswith(TRUNCATED)
+            assert all(e.startswith("truncated") for e in out.errors[:-1]) and len(out.errors) <= 2
+            continue
+        assert out.errors == [], out.raw
+        if out.raw.endswith("<start_function_response>"):
+            strict = parse_calls(out.raw)  # the strict parser: nothing but well-formed calls
+            assert strict and len(strict) == len(out.calls) and out.text == ""
+        else:
+            assert out.raw.endswith(("<end_of_turn>", "<eos>")) and not out.calls
+
+
+def test_forced_tokens_are_appended_without_a_model_choice(predictor: Predictor) -> None:
+    # Push the model into a call; strings end early. Every forced token saves a forward.
+    boosts = {C["<start_function_call>"]: 8.0, C["<escape>"]: 8.0, C["<start_function_response>"]: 9.0}
+    model = Noisy(predictor.model, 0, 0.0, boosts)
+    pred = Predictor(model, predictor.tokenizer, predictor.tools, constrained=True, max_new_tokens=64)
+    pred.constraint = predictor.constraint
+    model.calls = 0
+    out = pred.predict("Cancel task 42")
+    assert out.raw.startswith("<start_function_call>call:") and out.raw.endswith("<start_function_response>")
+    assert out.errors == [] and len(out.calls) >= 1
+    t = out.timings
+    assert t["forced_tokens"] >= 3  # at least "call:" and "}<end_function_call>"
+    chosen = t["new_tokens"] - t["forced_tokens"]
+    # One forward for the prefill, then one per chosen token except the final (stop) one: forced tokens ride
+    # along in the same forward as the choice before them.
+    assert t["forward_calls"] == chosen == model.calls
+
+
+def test_constrained_batch_equals_one_at_a_time(predictor: Predictor) -> None:
+    model = Noisy(predictor.model, 0, 0.0, {C["<start_function_call>"]: 3.0, C["<escape>"]: 4.0})
+    pred = Predictor(model, predictor.tokenizer, predictor.tools, constrained=True, max_new_tokens=40)
+    pred.constraint = predictor.constraint
+    requests = ["Create a task to fix the login bug", "hi", "Cancel task 3f2a9c1e-7b4d-4e8f-9a6b-0c1d2e3f4a5b"]
+    single = [pred.predict(r).raw for r in requests]
+    assert [p.raw for p in pred.predict_batch(requests, batch_size=3)] == single
+
+
+def test_words_answer_is_left_to_the_model(predictor: Predictor) -> None:
+    model = Noisy(predictor.model, 0, 0.0, {C["<start_function_call>"]: -50.0, C["<end_of_turn>"]: 3.0})
+    pred = Predictor(model, predictor.tokenizer, predictor.tools, constrained=True, max_new_tokens=48)
+    pred.constraint = predictor.constraint
+    out = pred.predict("hi")
+    assert out.calls == [] and out.raw.endswith("<end_of_turn>") and out.errors == []
