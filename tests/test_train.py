@@ -86,11 +86,17 @@ def test_only_lora_weights_change_and_the_adapter_reloads(trained, tiny_model_di
     before = {k: v.clone() for k, v in base.state_dict().items()}
     model = PeftModel.from_pretrained(base, str(out)).eval()
     adapter = load_file(str(out / "adapter_model.safetensors"))
-    assert adapter and all("lora_" in k for k in adapter)
-    assert any(v.abs().sum() > 0 for k, v in adapter.items() if "lora_B" in k)  # B starts at zero: it learned
+    lora = {k: v for k, v in adapter.items() if "lora_" in k}
+    tokens = {k: v for k, v in adapter.items() if "trainable_tokens" in k}
+    assert lora and set(adapter) == set(lora) | set(tokens)
+    assert any(v.abs().sum() > 0 for k, v in lora.items() if "lora_B" in k)  # B starts at zero: it learned
+    # The embedding rows of the 9 tool and turn tokens, and nothing else of the embedding, are trained.
+    (delta,) = [v for k, v in tokens.items() if "delta" in k]
+    assert delta.shape == (9, base.config.hidden_size) and delta.abs().sum() > 0
     for k, v in model.get_base_model().state_dict().items():
-        if "lora_" not in k:
-            assert torch.equal(v, before[k.replace(".base_layer", "")]), k
+        if "lora_" not in k and "trainable_tokens" not in k:
+            plain = k.replace(".base_layer", "").replace(".token_adapter", "")
+            assert torch.equal(v, before[plain]), k
     # Reloaded twice, the adapter gives the same outputs.
     ids = torch.tensor([[2, 105, 300, 301, 302, 106]])
     again = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32), str(out)).eval()

@@ -21,6 +21,11 @@ from typing import Any, Sequence
 from .config import ConfigError, atomic_write_text, print_config, save_config
 from .data import IGNORE_INDEX, DataError, Encoded, Example, check_example, encode_example, read_examples, show_supervision
 
+#: FunctionGemma's tool tokens and the turn tokens: untrained in the base Gemma 3 (ids 46-52 were unused).
+TOOL_TOKENS = (
+    "<start_function_declaration>", "<end_function_declaration>", "<start_function_call>", "<end_function_call>",
+    "<start_function_response>", "<end_function_response>", "<escape>", "<start_of_turn>", "<end_of_turn>",
+)
 CHECKPOINT_DIR = "checkpoints"
 METRICS_FILE = "metrics.jsonl"
 RUN_INFO_FILE = "run_info.json"
@@ -53,6 +58,12 @@ class TrainConfig:
     lora_target_modules: list[str] = field(
         default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"],
         metadata={"help": "modules that get LoRA adapters"},
+    )
+    trainable_tokens: list[str] = field(
+        default_factory=lambda: list(TOOL_TOKENS),
+        metadata={"help": "tokens whose embedding rows are trained too (PEFT trainable_token_indices; tied to the "
+                          "output head). The base Gemma 3 never trained FunctionGemma's tool and turn tokens; "
+                          "'none' trains no embedding"},
     )
     max_seq_length: int | None = field(
         default=None,
@@ -92,6 +103,19 @@ class TrainConfig:
             raise ConfigError("--max_seq_length is far too small")
         if not self.lora_target_modules:
             raise ConfigError("--lora_target_modules needs at least one module name")
+
+
+def trainable_token_ids(tokenizer: Any, tokens: Sequence[str]) -> list[int]:
+    """Ids of ``--trainable_tokens`` (each must be one token of the vocabulary)."""
+    if list(tokens) in ([], ["none"]):
+        return []
+    ids = []
+    for t in tokens:
+        enc = tokenizer(t, add_special_tokens=False).input_ids
+        if len(enc) != 1:
+            raise ConfigError(f"--trainable_tokens: {t!r} is not a single token of this tokenizer ({len(enc)} pieces)")
+        ids.append(enc[0])
+    return ids
 
 
 class DataLengthError(ValueError):
@@ -372,8 +396,9 @@ def build_trainer(cfg: TrainConfig, model: Any, tokenizer: Any, train_enc: list[
     class CallTrainer(Trainer):
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
             loss, n = supervised_loss(model, inputs, num_items_in_batch)
-            if model.training:
-                counter["tokens"] += int(inputs["attention_mask"].sum())
+            if model.training:  # tokens of the examples (a shared prefix counts once per example it serves)
+                prefix = inputs["prefix_ids"].shape[1] * inputs["input_ids"].shape[0] if "prefix_ids" in inputs else 0
+                counter["tokens"] += int(inputs["attention_mask"].sum()) + prefix
                 counter["supervised"] += n
             if not torch.isfinite(loss):
                 raise FloatingPointError(
@@ -500,8 +525,10 @@ def run_train(cfg: TrainConfig) -> int:
         print(f"base model: exact-call accuracy {info['val_exact_call_accuracy_before']:.3f} on {len(sample)} "
               f"validation examples ({time.perf_counter() - t:.0f} s)", file=sys.stderr)
 
+    token_ids = trainable_token_ids(tokenizer, cfg.trainable_tokens)
     lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
-                      target_modules=list(cfg.lora_target_modules), task_type="CAUSAL_LM")
+                      target_modules=list(cfg.lora_target_modules), task_type="CAUSAL_LM",
+                      trainable_token_indices=token_ids or None)
     model = get_peft_model(model, lora)
     trainable, total = model.get_nb_trainable_parameters()
     print(f"LoRA: {trainable:,} trainable of {total:,} parameters ({trainable / total:.2%})", file=sys.stderr)

@@ -1,0 +1,63 @@
+"""Print a run's results as Markdown (what README's results section shows).
+
+    python scripts/results_table.py runs/main
+
+Reads RUN/model/run_info.json and metrics.jsonl (training), RUN/eval_report.json (accuracy, side by side) and
+RUN/latency_report.json (per-request latency at batch size 1).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+
+def _pct(x: float | None) -> str:
+    return "–" if x is None else f"{100 * x:.1f}%"
+
+
+def main(run: str) -> int:
+    run_dir = Path(run)
+    info = json.loads((run_dir / "model" / "run_info.json").read_text())
+    logs = [json.loads(line) for line in (run_dir / "model" / "metrics.jsonl").read_text().splitlines()]
+    report = json.loads((run_dir / "eval_report.json").read_text())
+    latency_path = run_dir / "latency_report.json"
+    latency = json.loads(latency_path.read_text()) if latency_path.exists() else None
+
+    print("Training (validation split, exact-call accuracy on a fixed sample):\n")
+    accs = info.get("val_exact_call_accuracy_per_epoch", [])
+    losses = info.get("val_loss_per_epoch", [])
+    print("| | base | " + " | ".join(f"epoch {i + 1}" for i in range(len(accs))) + " |")
+    print("|---|---|" + "---|" * len(accs))
+    print(f"| exact-call accuracy | {_pct(info.get('val_exact_call_accuracy_before'))} | "
+          + " | ".join(_pct(a) for a in accs) + " |")
+    print("| validation loss | – | " + " | ".join(f"{x:.3f}" for x in losses) + " |")
+    train_loss = [(r["step"], r["loss"]) for r in logs if "loss" in r]
+    if train_loss:
+        marks = sorted({0, len(train_loss) // 4, len(train_loss) // 2, 3 * len(train_loss) // 4, len(train_loss) - 1})
+        print("\nTraining loss by optimizer step: " + ", ".join(f"{train_loss[i][0]}: {train_loss[i][1]:.3f}" for i in marks))
+    print(f"\n{info.get('global_steps')} optimizer steps in {info.get('train_seconds')} s.\n")
+
+    runs = {report["meta"]["label"]: report, **report.get("compare", {})}
+    print("Held-out test split (templates and values never seen in training):\n")
+    cols = list(runs)
+    print("| metric | " + " | ".join(cols) + " |")
+    print("|---|" + "---|" * len(cols))
+    for key in ("exact_call_accuracy", "tool_selection_accuracy", "argument_f1", "parse_rate", "schema_valid_rate",
+                "no_call_precision", "no_call_recall"):
+        print(f"| {key} | " + " | ".join(_pct(runs[c].get(key)) for c in cols) + " |")
+    if latency:
+        lat_runs = {latency["meta"]["label"]: latency, **latency.get("compare", {})}
+        print("\nPer-request latency of the fine-tuned model on this CPU (batch size 1):\n")
+        print("| decoding | exact-call accuracy | p50 | p95 | tokens/s |")
+        print("|---|---|---|---|---|")
+        for name, r in lat_runs.items():
+            lat = r.get("latency", {})
+            print(f"| {name} | {_pct(r.get('exact_call_accuracy'))} | {lat.get('p50_s', 0):.2f} s | "
+                  f"{lat.get('p95_s', 0):.2f} s | {lat.get('tokens_per_s', 0):.1f} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1] if len(sys.argv) > 1 else "runs/main"))
