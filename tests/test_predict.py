@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from tether_tune.format import CONTROL_TOKEN_IDS, Call, Control, render_call_segments
-from tether_tune.predict import PrefixCache, Predictor, decode_greedy, prefix_segments, read_requests
+from tether_tune.predict import Predictor, decode_greedy, prefix_segments, read_requests
 from tether_tune.tokenizer import encode_segments
 
 REQUESTS = [
