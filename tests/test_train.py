@@ -188,3 +188,12 @@ def test_logits_only_where_the_loss_is(tiny_model_dir, files, tools):
         logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
     full = F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), batch["labels"][:, 1:].reshape(-1), ignore_index=-100)
     assert torch.allclose(loss, full, atol=1e-5)
+
+
+def test_a_diverging_loss_stops_with_a_clear_message(tiny_model_dir, files, tmp_path, capsys):
+    train, _ = files
+    code = cli.main(["train", "--train_file", str(train), "--output_dir", str(tmp_path / "nan"), "--model_name_or_path",
+                     str(tiny_model_dir), "--tools", TOOLS, "--learning_rate", "1e8", "--max_steps", "6",
+                     "--batch_size", "4", "--gradient_accumulation_steps", "1", "--eval_samples", "0", "--warmup_ratio", "0"])
+    err = capsys.readouterr().err
+    assert code == 1 and "loss became" in err and "lower --learning_rate" in err

@@ -545,6 +545,9 @@ def run_train(cfg: TrainConfig) -> int:
         print(f"\ninterrupted at step {trainer.state.global_step}: adapter saved in {out_dir}, checkpoint in "
               f"{ckpt_dir}; continue with --resume", file=sys.stderr)
         return 130
+    except FloatingPointError as err:  # raised by compute_loss on a NaN/inf loss
+        print(f"error: {err}", file=sys.stderr)
+        return 1
     info["train_seconds"] = round(time.perf_counter() - t0, 1)
     info["global_steps"] = trainer.state.global_step
     info["train_tokens"] = trainer.counter["tokens"]
