@@ -12,6 +12,7 @@ MODEL=${MODEL:-gemma-3-270m-offline}   # or google/functiongemma-270m-it where t
 SEED=${SEED:-0}
 EPOCHS=${EPOCHS:-3}
 EVAL_SAMPLES=${EVAL_SAMPLES:-24}
+NO_CALL=${NO_CALL:-50}                 # requests answered in words (the generator's default is 50 of 410)
 export HF_HUB_DISABLE_TELEMETRY=1 TOKENIZERS_PARALLELISM=false
 
 start=$(date +%s)
@@ -23,7 +24,7 @@ if [[ "$MODEL" == gemma-3-270m-offline || "$MODEL" == *.gguf ]]; then
 fi
 
 step "generate data: default mix, split 80/10/10 by phrasing template"
-python generate_dataset.py --seed "$SEED" --split 0.8,0.1,0.1 --output "$RUN/data/codetether.jsonl"
+python generate_dataset.py --seed "$SEED" --no-call "$NO_CALL" --split 0.8,0.1,0.1 --output "$RUN/data/codetether.jsonl"
 
 step "fine-tune (LoRA r16 on q/k/v/o, lr 3e-4, batch 8 x 2 = 16: a larger batch shares the prefix more)"
 python finetune.py --model_name_or_path "$MODEL" \
