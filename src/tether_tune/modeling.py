@@ -181,7 +181,7 @@ def _make_readable(directory: Path) -> None:
 # --------------------------------------------------------------------------------------------------------------
 
 
-def _pick_device(device: str) -> str:
+def pick_device(device: str) -> str:
     import torch
 
     if device == "auto":
@@ -189,7 +189,7 @@ def _pick_device(device: str) -> str:
     return device
 
 
-def _pick_dtype(dtype: str, device: str) -> Any:
+def pick_dtype(dtype: str, device: str) -> Any:
     import torch
 
     if dtype == "auto":
@@ -217,9 +217,9 @@ def load_model_and_tokenizer(
     path = resolve_model(name_or_path)
     tok = AutoTokenizer.from_pretrained(path)
     check_control_tokens(tok, CONTROL_TOKEN_IDS)
-    dev = _pick_device(device)
+    dev = pick_device(device)
     model = AutoModelForCausalLM.from_pretrained(
-        path, dtype=_pick_dtype(dtype, dev), attn_implementation=ATTN_IMPLEMENTATION
+        path, dtype=pick_dtype(dtype, dev), attn_implementation=ATTN_IMPLEMENTATION
     )
     model.to(dev)
     if adapter is not None:

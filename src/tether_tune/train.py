@@ -336,18 +336,12 @@ def _sample(examples: Sequence[Example], n: int, seed: int) -> list[Example]:
 # --------------------------------------------------------------------------------------------------------------
 
 
-def _resolve_dtype(name: str) -> str:
-    import torch
-
-    if name != "auto":
-        return name
-    return "bfloat16" if torch.cuda.is_available() else "float32"
-
-
 def build_trainer(cfg: TrainConfig, model: Any, tokenizer: Any, train_enc: list[Encoded], val_enc: list[Encoded],
                   val_examples: list[Example], tools: list[dict], out_dir: Path) -> Any:
     import torch
     from transformers import ProgressCallback, Trainer, TrainingArguments
+
+    from .modeling import pick_device, pick_dtype
 
     try:
         import tensorboard  # noqa: F401
@@ -381,7 +375,7 @@ def build_trainer(cfg: TrainConfig, model: Any, tokenizer: Any, train_enc: list[
         greater_is_better=select_by_accuracy,
         seed=cfg.seed,
         data_seed=cfg.seed,
-        bf16=_resolve_dtype(cfg.dtype) == "bfloat16",
+        bf16=pick_dtype(cfg.dtype, pick_device("auto")) == torch.bfloat16,
         report_to=report_to,
         remove_unused_columns=False,
         train_sampling_strategy="group_by_length",
@@ -481,7 +475,7 @@ def run_train(cfg: TrainConfig) -> int:
     set_seed(cfg.seed)
     tools = load_tools(cfg.tools)
     base = resolve_model(cfg.model_name_or_path)
-    model, tokenizer = load_model_and_tokenizer(base, dtype=_resolve_dtype(cfg.dtype))
+    model, tokenizer = load_model_and_tokenizer(base, dtype=cfg.dtype)
 
     train_examples = load_training_examples(cfg.train_file, tools, cfg.strict_data) if cfg.train_file else []
     train_enc = encode_all(tokenizer, train_examples, tools, cfg.developer)
