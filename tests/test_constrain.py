@@ -11,6 +11,7 @@ import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from logits_wrapper import LogitsRewriter
 
 from tether_tune.constrain import ToolCallConstraint, tool_call_grammar
 from tether_tune.format import CONTROL_TOKEN_IDS, Call, Control, parse_calls, render_call_segments
@@ -173,35 +174,21 @@ def test_grammar_forces_what_needs_no_choice(constraint: ToolCallConstraint, pre
 # ----------------------------------------------------------------------------------------------------------------
 
 
-class Noisy(torch.nn.Module):
+class Noisy(LogitsRewriter):
     """The tiny model with random noise on its logits and random boosts to the control tokens, so that the
     constrained path is driven into every branch (calls, words, strings ending, several calls)."""
 
     def __init__(self, inner: torch.nn.Module, seed: int, noise: float, boosts: dict[int, float]):
-        super().__init__()
-        self.inner = inner
+        super().__init__(inner)
         self.gen = torch.Generator().manual_seed(seed)
         self.noise = noise
         self.boosts = boosts
-        self.calls = 0
 
-    @property
-    def config(self) -> Any:
-        return self.inner.config
-
-    @property
-    def device(self) -> torch.device:
-        return self.inner.device
-
-    def forward(self, input_ids: torch.Tensor, cache: Any = None, **kwargs: Any) -> Any:
-        out = self.inner(input_ids=input_ids, cache=cache, **kwargs)
-        self.calls += 1
-        logits = out.logits.clone()
+    def rewrite(self, logits: torch.Tensor, kwargs: dict[str, Any]) -> torch.Tensor:
         logits += self.noise * torch.randn(logits.shape, generator=self.gen)
         for tok, boost in self.boosts.items():
             logits[..., tok] += boost
-        out.logits = logits
-        return out
+        return logits
 
 
 @settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

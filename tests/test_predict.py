@@ -10,6 +10,7 @@ from typing import Any, Callable
 
 import pytest
 import torch
+from logits_wrapper import LogitsRewriter
 
 from tether_tune.format import CONTROL_TOKEN_IDS, Call, Control, render_call_segments
 from tether_tune.predict import Predictor, decode_greedy, prefix_segments, read_requests
@@ -47,35 +48,21 @@ def generate_reference(pred: Predictor, request: str, max_new_tokens: int) -> li
     return out[0, len(ids) :].tolist()
 
 
-class Steered(torch.nn.Module):
+class Steered(LogitsRewriter):
     """The tiny model with its logits rewritten by ``steer(logits [B, V], n_new [B]) -> logits``, where
     ``n_new`` is how many tokens each row has generated before the one being chosen. Counts forward calls."""
 
     def __init__(self, inner: torch.nn.Module, prompt_len: int, steer: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]):
-        super().__init__()
-        self.inner = inner
+        super().__init__(inner)
         self.prompt_len = prompt_len
         self.steer = steer
-        self.calls = 0
 
-    @property
-    def config(self) -> Any:
-        return self.inner.config
-
-    @property
-    def device(self) -> torch.device:
-        return self.inner.device
-
-    def forward(self, input_ids: torch.Tensor, cache: Any = None, **kwargs: Any) -> Any:
-        out = self.inner(input_ids=input_ids, cache=cache, **kwargs)
-        self.calls += 1
-        keep = out.logits.shape[1]  # logits for the last `keep` tokens of each row (drafts verified at once)
+    def rewrite(self, logits: torch.Tensor, kwargs: dict[str, Any]) -> torch.Tensor:
+        keep = logits.shape[1]  # logits for the last `keep` tokens of each row (drafts verified at once)
         n_new = kwargs["position_ids"][:, -keep:] + 1 - self.prompt_len  # [B, keep]
-        logits = out.logits.clone()
         for k in range(keep):
             logits[:, k, :] = self.steer(logits[:, k, :], n_new[:, k])
-        out.logits = logits
-        return out
+        return logits
 
 
 def scripted(tokens: list[int]) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
