@@ -6,7 +6,8 @@
     python finetune.py --evaluate --model_path ./finetuned_model --test_file test.jsonl
 
 A thin door into the library: training is `tether-tune train`, evaluation `tether-tune evaluate`
-(same flags; `--help` with or without `--evaluate` lists them).
+(same flags; `--help` with or without `--evaluate` lists them). Works from any directory, and under
+`torchrun --nproc_per_node N finetune.py ...` / `accelerate launch finetune.py ...`.
 """
 
 import sys
@@ -21,8 +22,8 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if "--evaluate" in argv:
         argv.remove("--evaluate")
-        return cli.main(["evaluate", *argv], prog="finetune.py --evaluate")
-    return cli.main(["train", *argv], prog="finetune.py")
+        return cli.run_cli("evaluate", argv, prog="finetune.py --evaluate")
+    return cli.run_cli("train", argv, prog="finetune.py")
 
 
 if __name__ == "__main__":

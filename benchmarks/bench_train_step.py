@@ -25,10 +25,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from tether_tune.data import IGNORE_INDEX, Example, encode_example  # noqa: E402
+from tether_tune.data import Example  # noqa: E402
+from tether_tune.encode import IGNORE_INDEX, encode_example  # noqa: E402
 from tether_tune.format import Call  # noqa: E402
 from tether_tune.tools import load_tools  # noqa: E402
-from tether_tune.train import PadCollator, supervised_loss  # noqa: E402
+from tether_tune.trainer import PadCollator, supervised_loss  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 

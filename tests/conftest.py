@@ -13,7 +13,7 @@ os.environ["TRANSFORMERS_OFFLINE"] = "1"
 import pytest  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-REFERENCE_TOOLS = Path("/work/shared/spec/codetether_tools.reference.json")
+FIXTURES = REPO_ROOT / "tests" / "fixtures"
 
 
 @pytest.fixture(scope="session")
@@ -27,8 +27,5 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def tools() -> list[dict]:
     """The 8 CodeTether tools as plain dicts (``{"type": "function", "function": {...}}``)."""
-    path = REPO_ROOT / "codetether_tools.json"
-    if not path.is_file():
-        path = REFERENCE_TOOLS
-    with open(path, encoding="utf-8") as fh:
+    with open(REPO_ROOT / "codetether_tools.json", encoding="utf-8") as fh:
         return json.load(fh)

@@ -14,7 +14,8 @@ from hypothesis import strategies as st
 from logits_wrapper import LogitsRewriter
 
 from tether_tune.constrain import ToolCallConstraint, tool_call_grammar
-from tether_tune.format import CONTROL_TOKEN_IDS, Call, Control, parse_calls, render_call_segments
+from tether_tune.format import CONTROL_TOKEN_IDS, Call, Control, render_call_segments
+from tether_tune.parse import parse_calls
 from tether_tune.predict import Predictor
 from tether_tune.tokenizer import decode, encode_segments
 from tether_tune.tools import validate_call

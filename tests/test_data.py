@@ -6,16 +6,9 @@ import json
 
 import pytest
 
-from tether_tune.data import (
-    IGNORE_INDEX,
-    DataError,
-    Example,
-    check_example,
-    encode_example,
-    read_examples,
-    show_supervision,
-    write_jsonl,
-)
+from tether_tune.checks import check_example
+from tether_tune.data import DataError, Example, read_examples, write_jsonl
+from tether_tune.encode import IGNORE_INDEX, encode_example, show_supervision
 from tether_tune.format import END_OF_TURN, START_RESPONSE, Call, render_conversation
 
 TASK = "3f1c2a9e-7b4d-4c1e-9a0f-2d8e6b5c4a13"

@@ -17,8 +17,6 @@ from tether_tune.format import (
     Call,
     Control,
     FormatError,
-    parse_calls,
-    parse_output,
     render_call,
     render_calls,
     render_conversation,
@@ -26,8 +24,9 @@ from tether_tune.format import (
     render_declaration,
     render_prompt,
 )
+from tether_tune.parse import parse_calls, parse_output
 
-GOLDEN_DIR = Path(__file__).resolve().parents[2] / "shared" / "spec" / "golden"
+GOLDEN_DIR = Path(__file__).resolve().parent / "fixtures" / "golden"
 GOLDEN_FILES = sorted(GOLDEN_DIR.glob("*.json"))
 
 

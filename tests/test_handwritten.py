@@ -9,7 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from tether_tune.data import ValidateConfig, check_example, dedupe_key, read_examples, run_validate
+from tether_tune.checks import check_example, dedupe_key
+from tether_tune.data import read_examples
+from tether_tune.validate import ValidateConfig, run_validate
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PATH = REPO_ROOT / "training_examples.jsonl"

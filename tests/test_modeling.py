@@ -8,6 +8,8 @@ import time
 from pathlib import Path
 
 import pytest
+
+from tether_tune.errors import ModelNotFoundError
 import torch
 
 from tether_tune import format as fmt
@@ -77,8 +79,10 @@ def test_resolve_model_passes_hub_ids_and_local_dirs(tiny_model_dir, tmp_path, m
     assert resolve_model(DEFAULT_BASE_MODEL) == DEFAULT_BASE_MODEL
     assert resolve_model(str(tiny_model_dir)) == str(tiny_model_dir)
     assert resolve_model(tiny_model_dir) == str(tiny_model_dir)
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(ModelNotFoundError, match="missing.gguf: no such GGUF file"):
         resolve_model(str(tmp_path / "missing.gguf"))
+    with pytest.raises(ModelNotFoundError, match="no such model directory"):
+        resolve_model(str(tmp_path / "typo"))
     assert not (tmp_path / "cache").exists()  # nothing was converted or cached
 
 

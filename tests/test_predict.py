@@ -12,8 +12,8 @@ import pytest
 import torch
 from logits_wrapper import LogitsRewriter
 
-from tether_tune.format import CONTROL_TOKEN_IDS, Call, Control, render_call_segments
-from tether_tune.predict import Predictor, decode_greedy, prefix_segments, read_requests
+from tether_tune.format import CONTROL_TOKEN_IDS, Call, Control, prefix_segments, render_call_segments
+from tether_tune.predict import Predictor, decode_greedy, read_requests
 from tether_tune.tokenizer import encode_segments
 
 REQUESTS = [

@@ -17,15 +17,9 @@ from hypothesis import strategies as st
 from tether_tune import synth
 from tether_tune import synth_templates as T
 from tether_tune.config import parse_config
-from tether_tune.data import (
-    DataError,
-    Example,
-    ValidateConfig,
-    check_example,
-    dedupe_key,
-    read_examples,
-    run_validate,
-)
+from tether_tune.checks import check_example, dedupe_key
+from tether_tune.data import DataError, Example, read_examples
+from tether_tune.validate import ValidateConfig, run_validate
 from tether_tune.format import Call
 from tether_tune.synth import (
     DEFAULT_COUNTS,

@@ -7,11 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from tether_tune.format import Call, parse_calls
+from tether_tune.format import Call
+from tether_tune.parse import parse_calls
 from tether_tune.tools import ToolsError, check_tools, coerce_call, load_tools, validate_call
 
 ROOT = Path(__file__).resolve().parents[1]
-REFERENCE = ROOT.parent / "shared" / "spec" / "codetether_tools.reference.json"
+REFERENCE = ROOT / "tests" / "fixtures" / "codetether_tools.reference.json"
 
 
 @pytest.fixture(scope="module")
@@ -104,3 +105,19 @@ def test_coercion_reads_values_the_schema_way(tools):
     # Text that is not a number stays as it was, for validation to report.
     bad = coerce_call(Call("create_task", {"title": "t", "priority": "high"}), tools)
     assert bad.call.arguments["priority"] == "high" and validate_call(bad.call, tools)
+
+
+def test_packaged_tools_are_the_root_file_byte_for_byte():
+    """The root codetether_tools.json (the original project's interface) and the one shipped in the package (the
+    default of every --tools) are the same file."""
+    from tether_tune.tools import packaged_tools_path
+
+    assert packaged_tools_path().read_bytes() == (ROOT / "codetether_tools.json").read_bytes()
+    assert load_tools() == load_tools(ROOT / "codetether_tools.json")
+
+
+def test_a_directory_or_a_missing_file_is_a_tools_error(tmp_path):
+    with pytest.raises(ToolsError, match="is a directory"):
+        load_tools(tmp_path)
+    with pytest.raises(ToolsError, match="no such tools file"):
+        load_tools(tmp_path / "nope.json")

@@ -12,8 +12,9 @@ import pytest
 import torch
 
 from tether_tune import cli
-from tether_tune.data import encode_example, read_examples
-from tether_tune.train import PadCollator, supervised_loss
+from tether_tune.data import read_examples
+from tether_tune.encode import encode_example
+from tether_tune.trainer import PadCollator, supervised_loss
 
 ROOT = Path(__file__).resolve().parents[1]
 TOOLS = str(ROOT / "codetether_tools.json")

@@ -1,5 +1,9 @@
 """``tether-tune``: a thin door into the library. Each subcommand is (module, config dataclass, run function);
-the dataclass is the command's flags, the function does the work and can be called from Python alike."""
+the dataclass is the command's flags, the function does the work and can be called from Python alike.
+
+Errors: a :class:`~tether_tune.errors.TetherTuneError` (what the user can fix) is printed as
+``tether-tune COMMAND: error: MESSAGE`` with exit status 2, like argparse's own errors; anything else is a bug
+and keeps its traceback. Ctrl-C exits with 130."""
 
 from __future__ import annotations
 
@@ -8,12 +12,13 @@ import sys
 from typing import Sequence
 
 from .config import parse_config
+from .errors import TetherTuneError
 
 # name: (module, config class, run function, one-line summary). Modules are imported only when their
 # command runs, so `tether-tune validate` never pays for importing torch.
 COMMANDS: dict[str, tuple[str, str, str, str]] = {
     "generate": ("tether_tune.synth", "GenerateConfig", "run_generate", "generate a CodeTether dataset"),
-    "validate": ("tether_tune.data", "ValidateConfig", "run_validate", "check a data file and print statistics"),
+    "validate": ("tether_tune.validate", "ValidateConfig", "run_validate", "check a data file and print statistics"),
     "train": ("tether_tune.train", "TrainConfig", "run_train", "LoRA fine-tuning (same as finetune.py)"),
     "evaluate": ("tether_tune.evaluate", "EvaluateConfig", "run_evaluate", "score a model or saved predictions"),
     "predict": ("tether_tune.predict", "PredictConfig", "run_predict", "turn a request into calls (JSON)"),
@@ -40,11 +45,25 @@ def _usage() -> str:
 
 
 def run_command(name: str, argv: Sequence[str], prog: str | None = None) -> int:
+    """Parse ``argv`` into the command's config and run it (errors propagate: see :func:`run_cli`)."""
     module_name, config_name, func_name, _ = COMMANDS[name]
     module = importlib.import_module(module_name)
     cfg = parse_config(getattr(module, config_name), list(argv), prog=prog or f"tether-tune {name}")
     result = getattr(module, func_name)(cfg)
     return int(result or 0)
+
+
+def run_cli(name: str, argv: Sequence[str], prog: str | None = None) -> int:
+    """Run one command as a program: a user error becomes ``PROG: error: MESSAGE`` and exit status 2."""
+    prog = prog or f"tether-tune {name}"
+    try:
+        return run_command(name, argv, prog=prog)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except TetherTuneError as err:
+        print(f"{prog}: error: {err}", file=sys.stderr)
+        return 2
 
 
 def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
@@ -59,19 +78,9 @@ def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
         return 0
     name = argv[0]
     if name not in COMMANDS:
-        print(f"tether-tune: unknown command {name!r}\n\n{_usage()}", file=sys.stderr)
+        print(f"tether-tune: error: unknown command {name!r}\n\n{_usage()}", file=sys.stderr)
         return 2
-    try:
-        return run_command(name, argv[1:], prog=prog)
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
-    except ValueError as err:
-        if not type(err).__module__.startswith("tether_tune."):
-            raise  # not one of our checks: a bug, keep the traceback
-        # Our own checks (bad data, tools, flags, tokenizer, lengths) say what and where; no traceback needed.
-        print(f"{prog or 'tether-tune ' + name}: error: {err}", file=sys.stderr)
-        return 2
+    return run_cli(name, argv[1:], prog=prog)
 
 
 if __name__ == "__main__":

@@ -23,11 +23,12 @@ import typing
 from pathlib import Path
 from typing import Any, Sequence, TypeVar
 
+from .errors import ConfigError
+
 T = TypeVar("T")
 
-
-class ConfigError(ValueError):
-    """A flag has a value the command cannot use. The message names the flag."""
+__all__ = ["ConfigError", "build_parser", "parse_config", "print_config", "save_config", "atomic_write_text",
+           "is_main_process", "say"]
 
 
 def flag(name: str) -> str:
@@ -117,8 +118,21 @@ def config_dict(cfg: Any) -> dict[str, Any]:
     return {f.name: plain(getattr(cfg, f.name)) for f in dataclasses.fields(cfg)}
 
 
+def is_main_process() -> bool:
+    """True on rank 0 of a ``torchrun``/``accelerate launch`` run, and in a plain process."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def say(message: str) -> None:
+    """A progress or summary line on stderr, from rank 0 only (several processes print it once)."""
+    if is_main_process():
+        print(message, file=sys.stderr, flush=True)
+
+
 def print_config(cfg: Any, stream: Any = None) -> None:
-    """Print the resolved config, one field a line, before a run starts."""
+    """Print the resolved config, one field a line, before a run starts (rank 0 only)."""
+    if not is_main_process():
+        return
     stream = stream or sys.stderr
     d = config_dict(cfg)
     width = max((len(k) for k in d), default=0)

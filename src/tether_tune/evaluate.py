@@ -16,10 +16,13 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from .config import ConfigError, atomic_write_text, config_dict, print_config
-from .data import DataError, Example, json_record, jsonl_lines, read_examples
+from .data import Example, json_record, jsonl_lines, read_examples
+from .errors import DataError
+from .modeling import DTYPE_HELP, DTYPES, check_dtype, check_model_arg
+from .rundir import default_report_path, is_run_dir, resolve_tools, tools_path
 from .scoring import score  # noqa: F401  (re-exported: evaluate.score is the documented entry point)
 from .scoring import compare_markdown, headline_markdown, markdown_summary
-from .tools import DEFAULT_TOOLS_FILE, load_tools
+from .tools import TOOLS_HELP
 
 # --------------------------------------------------------------------------------------------------------------
 # Predictions files and generation
@@ -136,7 +139,7 @@ class EvaluateConfig:
     predictions: str | None = field(default=None, metadata={"help": 'score saved outputs: JSONL of {"id" or "input", "output"}'})
     model_path: str | None = field(default=None, metadata={"help": "generate with this model: training output dir or base model"})
     output: str | None = field(default=None, metadata={"help": "report JSON (Markdown beside it); default <model_path>/eval_report.json or PRED.report.json"})
-    tools: str | None = field(default=None, metadata={"help": "tools file; default tools.json in --model_path if present, else codetether_tools.json"})
+    tools: str | None = field(default=None, metadata={"help": TOOLS_HELP + " (or those of the run in --model_path)"})
     compare_base: bool = field(default=False, metadata={"help": "also evaluate the base model on the same examples, side by side"})
     constrained: bool = field(default=True, metadata={"help": "grammar-constrained decoding (unless --decoding is given)"})
     decoding: str | None = field(default=None, metadata={"help": "comma list of decodings to evaluate, e.g. constrained,unconstrained"})
@@ -144,7 +147,7 @@ class EvaluateConfig:
     batch_size: int = field(default=8, metadata={"help": "requests generated together (1 for honest per-example latency)"})
     max_new_tokens: int = field(default=128, metadata={"help": "generation limit per request"})
     device: str = field(default="auto", metadata={"help": "auto, cpu, cuda, cuda:N, mps"})
-    dtype: str = field(default="auto", metadata={"help": "auto (fp32 on CPU, bf16 on GPU), float32 or bfloat16"})
+    dtype: str = field(default="auto", metadata={"help": DTYPE_HELP, "choices": DTYPES})
     show_failures: int = field(default=10, metadata={"help": "failures listed in the Markdown summary"})
 
     def decodings(self) -> list[str]:
@@ -166,14 +169,17 @@ class EvaluateConfig:
             raise ConfigError("--max_examples must be at least 1")
         if self.batch_size < 1 or self.max_new_tokens < 1:
             raise ConfigError("--batch_size and --max_new_tokens must be at least 1")
+        for flag_name, path in (("--test_file", self.test_file), ("--predictions", self.predictions)):
+            if path and not Path(path).is_file():
+                raise ConfigError(f"{flag_name} {path}: no such file")
+        if self.model_path:
+            check_model_arg("--model_path", self.model_path)
+        check_dtype(self.dtype)
 
 
-def _tools_path(cfg: EvaluateConfig) -> str:
-    if cfg.tools:
-        return cfg.tools
-    if cfg.model_path and (Path(cfg.model_path) / "tools.json").is_file():
-        return str(Path(cfg.model_path) / "tools.json")
-    return DEFAULT_TOOLS_FILE
+def _tools_source(cfg: EvaluateConfig) -> str:
+    """What the report names as its tools: the flag, else the run's tools.json, else the packaged default."""
+    return str(cfg.tools or tools_path(cfg.model_path) or "codetether_tools.json (packaged)")
 
 
 def _output_path(cfg: EvaluateConfig) -> Path:
@@ -181,7 +187,7 @@ def _output_path(cfg: EvaluateConfig) -> Path:
         return Path(cfg.output)
     if cfg.predictions:
         return Path(cfg.predictions).with_suffix(".report.json")
-    return Path(cfg.model_path) / "eval_report.json" if Path(cfg.model_path).is_dir() else Path("eval_report.json")
+    return default_report_path(cfg.model_path)
 
 
 def _evaluate_model(cfg: EvaluateConfig, examples: list[Example], tools: list[dict]) -> dict[str, dict[str, Any]]:
@@ -192,8 +198,7 @@ def _evaluate_model(cfg: EvaluateConfig, examples: list[Example], tools: list[di
         print("note: earlier turns and developer context of the gold examples are not given to the model "
               "(the predictor takes the request alone)", file=sys.stderr)
     requests = [ex.request for ex in examples]
-    is_adapter = (Path(cfg.model_path) / "adapter_config.json").is_file()
-    models = [("fine-tuned" if is_adapter else "model", cfg.model_path)]
+    models = [("fine-tuned" if is_run_dir(cfg.model_path) else "model", cfg.model_path)]
     reports: dict[str, dict[str, Any]] = {}
     several = cfg.compare_base or len(cfg.decodings()) > 1
     while models:
@@ -222,7 +227,7 @@ def run_evaluate(cfg: EvaluateConfig) -> int:
     """Score, write ``REPORT.json`` and ``REPORT.md`` atomically, print the headline table."""
     cfg.validate()
     print_config(cfg)
-    tools = load_tools(_tools_path(cfg))
+    tools = resolve_tools(cfg.tools, cfg.model_path)
     examples, _ = read_examples(cfg.test_file, strict=True)
     if not examples:
         raise DataError(cfg.test_file, None, "no examples")
@@ -239,7 +244,7 @@ def run_evaluate(cfg: EvaluateConfig) -> int:
     main_label, report = next(iter(reports.items()))
     report = dict(report)
     meta = dict(report.pop("meta"))
-    meta.update(label=main_label, test_file=cfg.test_file, tools=_tools_path(cfg), config=config_dict(cfg))
+    meta.update(label=main_label, test_file=cfg.test_file, tools=_tools_source(cfg), config=config_dict(cfg))
     report["meta"] = meta
     if len(reports) > 1:
         report["compare"] = {k: v for k, v in reports.items() if k != main_label}

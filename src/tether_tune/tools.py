@@ -1,4 +1,9 @@
-"""Tool schemas: loading and checking a tools file, validating calls against it, coercing model output.
+"""Tool schemas: loading and checking a tools file, validating calls against it, coercing model output, and
+reading a model turn (parse -> coerce -> validate) the one way every stage reads it.
+
+CodeTether's 8 tools ship with the package (``resources/codetether_tools.json``, the same file as the
+repository's root ``codetether_tools.json``) and are the default wherever a tools file is needed, so every
+command works from any directory.
 
 A tools file is a JSON list in the form chat templates take: ``{"type": "function", "function": {"name",
 "description", "parameters": {"type": "object", "properties": {...}, "required": [...]}}}``. Tools are kept as
@@ -9,19 +14,26 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from .errors import ToolsError
 from .format import Call
+from .parse import parse_output
 
+#: The name of CodeTether's tools file (at the repository root, and shipped inside the package).
 DEFAULT_TOOLS_FILE = "codetether_tools.json"
+#: The help of every command's ``--tools`` flag.
+TOOLS_HELP = "tools file (JSON list of tool schemas); default: CodeTether's 8 tools, shipped with tether-tune"
 TYPES = ("string", "integer", "number", "boolean", "array", "object")
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_.\-]*\Z")
 
 
-class ToolsError(ValueError):
-    """A tools file that cannot be used; the message names the file, the tool and the field."""
+def packaged_tools_path() -> Path:
+    """The CodeTether tools file shipped inside the package (works from any directory, installed or not)."""
+    return Path(str(resources.files("tether_tune") / "resources" / DEFAULT_TOOLS_FILE))
 
 
 def _fn(tool: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -94,9 +106,12 @@ def check_tools(tools: Any, source: str = "<tools>") -> list[dict[str, Any]]:
     return out
 
 
-def load_tools(path: str | Path = DEFAULT_TOOLS_FILE) -> list[dict[str, Any]]:
-    """Load and check a tools file; raise :class:`ToolsError` naming the file and the field at fault."""
-    path = Path(path)
+def load_tools(path: str | Path | None = None) -> list[dict[str, Any]]:
+    """Load and check a tools file (default: CodeTether's, shipped with the package); raise :class:`ToolsError`
+    naming the file and the field at fault."""
+    path = packaged_tools_path() if path is None else Path(path).expanduser()
+    if path.is_dir():
+        raise ToolsError(f"{path}: is a directory; give a tools JSON file (pass --tools PATH)")
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
@@ -206,3 +221,46 @@ def coerce_call(call: Call, tools: Sequence[Mapping[str, Any]]) -> Coerced:
         changed |= new is not value and (type(new) is not type(value) or new != value)
         args[key] = new
     return Coerced(Call(call.name, args), changed)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Reading a model turn: parse -> coerce -> validate
+# --------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class ModelTurn:
+    """A model turn as every stage reads it (scoring, prediction, serving)."""
+
+    calls: list[Call]  # every well-formed call, coerced to its schema (valid or not)
+    text: str  # the words outside calls
+    parse_errors: list[str]  # malformed or truncated calls (the lenient parser's report)
+    schema_errors: list[list[str]] = field(default_factory=list)  # per call: what its schema rejects
+    coerced: bool = False  # some value was changed to fit its declared type
+
+    @property
+    def parse_ok(self) -> bool:
+        return not self.parse_errors
+
+    @property
+    def valid_calls(self) -> list[Call]:
+        return [c for c, errs in zip(self.calls, self.schema_errors) if not errs]
+
+    @property
+    def errors(self) -> list[str]:
+        return [*self.parse_errors, *(e for errs in self.schema_errors for e in errs)]
+
+
+def read_turn(raw: str, tools: Sequence[Mapping[str, Any]]) -> ModelTurn:
+    """Parse a decoded model turn with the one lenient parser (``parse.parse_output``), coerce each call to its
+    schema (``coerce_call``), validate each (``validate_call``)."""
+    parsed = parse_output(raw)
+    coerced = [coerce_call(c, tools) for c in parsed.calls]
+    calls = [c.call for c in coerced]
+    return ModelTurn(
+        calls=calls,
+        text=parsed.text,
+        parse_errors=list(parsed.errors),
+        schema_errors=[validate_call(c, tools) for c in calls],
+        coerced=any(c.coerced for c in coerced),
+    )

@@ -1,0 +1,94 @@
+"""Checking examples: schema errors of their calls, and grounding — that the target says only what the request
+says (ids verbatim, numbers as digits, enum values by name or synonym, names and free text from the request)."""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Mapping, Sequence
+
+from .data import Example
+from .format import Call
+from .text import normalize_text, words as words_of
+from .tools import tool_map, validate_call
+
+
+#: Words people use for enum values; a value in the target must be named (or a synonym said) in the request.
+ENUM_SYNONYMS: dict[str, tuple[str, ...]] = {
+    "pending": ("pending", "queued", "waiting", "not started"),
+    "working": ("working", "running", "in progress", "in-progress", "active", "ongoing", "being worked on"),
+    "completed": ("completed", "complete", "done", "finished", "succeeded", "successful"),
+    "failed": ("failed", "failing", "errored", "broken", "crashed", "failures"),
+    "cancelled": ("cancelled", "canceled", "aborted", "called off"),
+    "verbatim": ("verbatim", "word for word", "word-for-word", "exact", "exactly", "full transcript", "in full", "everything"),
+    "summary": ("summary", "summarize", "summarise", "recap", "overview", "gist", "short version", "tl;dr", "tldr", "brief"),
+    "build": ("build", "builder", "building"),
+    "plan": ("plan", "planner", "planning"),
+    "general": ("general", "general-purpose", "generic"),
+    "explore": ("explore", "explorer", "exploration", "exploring"),
+    "forage": ("forage", "forager", "foraging"),
+}
+
+_STOP = {"the", "and", "for", "with", "that", "this", "are", "was", "from", "into", "you", "our", "its", "all"}
+
+
+def grounding_problems(example: Example, tools: Sequence[Mapping[str, Any]]) -> list[str]:
+    """Arguments of the target that the request does not state. Ids and numbers must appear verbatim, enum
+    values by name or synonym, agent names modulo spaces/hyphens, free text mostly word for word."""
+    problems: list[str] = []
+    request = example.request
+    low = request.lower()
+    request_words = words_of(low)
+    words = set(request_words)
+    props_of = {name: (fn.get("parameters") or {}).get("properties") or {} for name, fn in tool_map(tools).items()}
+    for call in example.calls:
+        props = props_of.get(call.name, {})
+        for key, value in call.arguments.items():
+            prop = props.get(key, {})
+            where = f"{call.name}.{key}={value!r}"
+            if isinstance(value, bool):
+                continue
+            if isinstance(value, (int, float)):
+                if str(value) not in request_words and str(value) not in low:
+                    problems.append(f"{where}: the number is not in the request")
+            elif isinstance(value, str):
+                if prop.get("enum"):
+                    names = ENUM_SYNONYMS.get(value, (value,))
+                    # Whole words (and their inflections) only: "summarized" states `summary`, but "rebuild" does
+                    # not state `build`, nor does "abandoned" say "done".
+                    if not any(re.search(rf"(?<![a-z0-9]){re.escape(n)}(?:s|d|ed|ing)?(?![a-z0-9])", low) for n in names):
+                        problems.append(f"{where}: the request names neither the value nor a synonym of it")
+                elif key.endswith("_id"):
+                    if value not in request:
+                        problems.append(f"{where}: the id is not copied verbatim from the request")
+                elif key.endswith("_name"):
+                    if normalize_text(value) not in normalize_text(request):
+                        problems.append(f"{where}: the name is not in the request")
+                else:
+                    content = [w for w in words_of(value) if len(w) > 2 and w not in _STOP]
+                    missing = [w for w in content if w not in words]
+                    if content and len(missing) > len(content) / 3:
+                        problems.append(f"{where}: most of its words are not in the request ({', '.join(missing[:5])})")
+    return problems
+
+
+def check_example(example: Example, tools: Sequence[Mapping[str, Any]], grounding: bool = True) -> list[str]:
+    """Everything wrong with one example: schema errors of its calls, and (with ``grounding``) arguments the
+    request never states."""
+    tools = example.tools or tools
+    problems: list[str] = []
+    for call in example.calls:
+        problems += validate_call(call, tools)
+    if not example.calls and example.text is not None and not example.text.strip():
+        problems.append("empty text answer")
+    for i, acc in enumerate(example.acceptable_values()):
+        for key, values in acc.items():
+            for v in values:
+                errs = validate_call(Call(example.calls[i].name, {key: v}), tools) if example.calls else []
+                problems += [e for e in errs if key in e and "missing required" not in e]
+    if grounding and example.calls:
+        problems += grounding_problems(example, tools)
+    return sorted(set(problems), key=problems.index)
+
+
+def dedupe_key(example: Example) -> str:
+    return " ".join(example.request.lower().split())

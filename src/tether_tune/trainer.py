@@ -1,0 +1,362 @@
+"""What training adds to the Hugging Face Trainer: batches, the loss, the accuracy that picks the adapter, the
+progress bar and the metrics log.
+
+- :class:`PadCollator` pads a batch to its longest example and, when every example starts with the same
+  developer turn, sends that prefix once (``prefix_ids``).
+- :func:`supervised_loss` is the cross-entropy on the model turn only, with logits computed only at supervised
+  positions; :func:`shared_prefix_loss` is the same loss computing the shared prefix once per batch. Both are
+  exact: the tests compare them with the plain loss, gradients included.
+- :class:`CallTrainer` uses that loss, refuses a NaN, and adds exact-call accuracy to each validation pass.
+- :class:`Progress` is the Trainer's progress bar with loss, learning rate and tokens/s, and writes every log
+  record to ``metrics.jsonl`` (rank 0 only).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+from .data import Example
+from .encode import IGNORE_INDEX, Encoded
+from .rundir import checkpoint_dir, metrics_path, tensorboard_dir
+
+# --------------------------------------------------------------------------------------------------------------
+# Batches
+# --------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class PadCollator:
+    """Pads a batch to its longest example (right side); padding is masked out of attention and loss.
+
+    With ``share_prefix``, when every example of the batch starts with the same developer turn (the usual case:
+    same tools, same developer text), that prefix is sent once as ``prefix_ids`` (1, P) and only the rest of each
+    example is padded into ``input_ids`` (B, S): see :func:`shared_prefix_loss`.
+    """
+
+    pad_id: int
+    share_prefix: bool = True
+
+    def __call__(self, features: list[dict[str, Any]]) -> dict[str, Any]:
+        import torch
+
+        p = features[0].get("prefix_len", 0)
+        shared = (
+            self.share_prefix
+            and p > 0
+            and all(f.get("prefix_len") == p and f["input_ids"][:p] == features[0]["input_ids"][:p] for f in features)
+            and all(y == IGNORE_INDEX for f in features for y in f["labels"][:p])
+        )
+        cut = p if shared else 0
+        rows = [(f["input_ids"][cut:], f["labels"][cut:]) for f in features]
+        width = max(len(ids) for ids, _ in rows)
+        ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
+        labels = torch.full((len(rows), width), IGNORE_INDEX, dtype=torch.long)
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for i, (row_ids, row_labels) in enumerate(rows):
+            ids[i, : len(row_ids)] = torch.tensor(row_ids)
+            labels[i, : len(row_labels)] = torch.tensor(row_labels)
+            mask[i, : len(row_ids)] = 1
+        batch = {"input_ids": ids, "attention_mask": mask, "labels": labels}
+        if shared:
+            batch["prefix_ids"] = torch.tensor([features[0]["input_ids"][:p]], dtype=torch.long)
+        return batch
+
+
+def as_rows(encoded: Sequence[Encoded]) -> list[dict[str, Any]]:
+    """The Trainer's dataset: one dict per example (plain lists; the collator makes tensors)."""
+    return [{"input_ids": e.input_ids, "labels": e.labels, "prefix_len": e.prefix_len} for e in encoded]
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The loss
+# --------------------------------------------------------------------------------------------------------------
+
+
+def _loss_from_logits(logits: Any, targets: Any, num_items: Any) -> tuple[Any, int]:
+    import torch
+    import torch.nn.functional as F
+
+    loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), targets, reduction="sum")
+    n = int(targets.numel())
+    denom = num_items if num_items is not None else max(n, 1)
+    if torch.is_tensor(denom):
+        denom = denom.to(loss.device)
+    return loss / denom, n
+
+
+def _next_token_keep(labels: Any) -> tuple[Any, Any]:
+    """``keep[b, t]`` is True when position t predicts a supervised token t+1; returns (keep, targets (N,))."""
+    import torch
+
+    keep = torch.zeros_like(labels, dtype=torch.bool)  # (B, T)
+    keep[:, :-1] = labels[:, 1:] != IGNORE_INDEX
+    return keep, labels[:, 1:][keep[:, :-1]]
+
+
+def supervised_loss(model: Any, batch: dict[str, Any], num_items: Any = None) -> tuple[Any, int]:
+    """Cross-entropy on the model turn only, with logits computed only where there is a label.
+
+    The model's ``logits_to_keep`` takes the boolean (batch, seq) mask of positions whose next token is supervised
+    and returns logits of shape (n_supervised, vocab) instead of (batch, seq, vocab): the 262k-entry head is most
+    of a step's cost. Returns (loss, number of supervised tokens). With ``num_items`` (the Trainer's count over all
+    accumulated micro-batches) the sum is divided by it, so gradient accumulation weighs every token equally.
+    """
+    if "prefix_ids" in batch:
+        return shared_prefix_loss(model, batch, num_items)
+    keep, targets = _next_token_keep(batch["labels"])
+    out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], logits_to_keep=keep, use_cache=False)
+    return _loss_from_logits(out.logits, targets, num_items)
+
+
+def shared_prefix_loss(model: Any, batch: dict[str, Any], num_items: Any = None) -> tuple[Any, int]:
+    """The same loss as :func:`supervised_loss` on the full sequences, computing the shared prefix once.
+
+    The developer turn (P ≈ 675 tokens with the 8 declarations) is run once, with gradient, into a KV cache of
+    shape (1, heads, P, head_dim) per layer; the cache is broadcast to the batch (no copy) and each example's own
+    tokens (S ≈ 40) attend to it. A batch of B costs P + B·S tokens instead of B·(P + S). The prefix carries no
+    loss, and the gradient still flows into it through the cache.
+
+    Under DistributedDataParallel the prefix runs through the wrapped module (``model.module``) and only the
+    second forward goes through the DDP wrapper: DDP then sees one forward per backward, as it expects, and its
+    gradient hooks (on the parameters, not on the forward) still fire once per parameter with the gradient of
+    both forwards summed, because autograd accumulates a leaf's gradient before calling its hook. Tested against a
+    single process in ``tests/test_distributed.py``.
+    """
+    import torch
+
+    prefix = batch["prefix_ids"]  # (1, P)
+    ids, mask = batch["input_ids"], batch["attention_mask"]  # (B, S)
+    b, s = ids.shape
+    p = prefix.shape[1]
+    inner = model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model
+    out = inner(input_ids=prefix, attention_mask=torch.ones_like(prefix), use_cache=True, logits_to_keep=1)
+    cache = out.cache
+    for layer in cache.layers:
+        layer.keys = layer.keys.expand(b, -1, -1, -1)  # (B, heads, P, head_dim), a view
+        layer.values = layer.values.expand(b, -1, -1, -1)
+    full_mask = torch.cat([torch.ones((b, p), dtype=mask.dtype, device=mask.device), mask], dim=1)  # (B, P+S)
+    positions = torch.arange(p, p + s, device=ids.device).unsqueeze(0).expand(b, s)
+    keep, targets = _next_token_keep(batch["labels"])
+    out = model(input_ids=ids, attention_mask=full_mask, position_ids=positions, cache=cache,
+                use_cache=True, logits_to_keep=keep)
+    return _loss_from_logits(out.logits, targets, num_items)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Accuracy during training
+# --------------------------------------------------------------------------------------------------------------
+
+
+def exact_call_accuracy(model: Any, tokenizer: Any, examples: Sequence[Example], tools: Sequence[dict],
+                        max_new_tokens: int, developer: str | None = None) -> float:
+    """Greedy outputs (the prefix-cached predictor, unconstrained: we measure the model, not the grammar) scored
+    by ``scoring.score``, the same scoring as ``tether-tune evaluate``."""
+    import torch
+
+    from .predict import Predictor
+    from .scoring import score
+
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            predictor = Predictor(model, tokenizer, tools, developer=developer, constrained=False, max_new_tokens=max_new_tokens)
+            outputs = [p.raw for p in predictor.predict_batch([ex.request for ex in examples])]
+    finally:
+        model.train(was_training)
+    return float(score(list(examples), outputs, tools)["exact_call_accuracy"])
+
+
+def sample_examples(examples: Sequence[Example], n: int, seed: int) -> list[Example]:
+    """A fixed sample of ``n`` examples (all when there are fewer): the same every epoch and every rank."""
+    if n >= len(examples):
+        return list(examples)
+    return random.Random(seed).sample(list(examples), n)
+
+
+@dataclass
+class AccuracyProbe:
+    """What each validation pass needs to measure exact-call accuracy (the same sample each time)."""
+
+    tokenizer: Any
+    examples: list[Example]
+    tools: list[dict]
+    max_new_tokens: int
+    developer: str | None = None
+
+    def __call__(self, model: Any) -> float:
+        return exact_call_accuracy(model, self.tokenizer, self.examples, self.tools, self.max_new_tokens, self.developer)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The Trainer and its callback
+# --------------------------------------------------------------------------------------------------------------
+
+
+def _trainer_classes() -> tuple[type, type]:
+    """``(CallTrainer, Progress)``, defined on first use so that importing this module does not import
+    transformers (``tether-tune validate`` and ``generate`` never pay for it)."""
+    global _CLASSES
+    if _CLASSES is None:
+        _CLASSES = _define_classes()
+    return _CLASSES
+
+
+_CLASSES: tuple[type, type] | None = None
+
+
+def _define_classes() -> tuple[type, type]:
+    import torch
+    from transformers import ProgressCallback, Trainer
+
+    class CallTrainer(Trainer):
+        """The Trainer with our loss (model turn only, logits only where supervised, shared prefix), a tokens
+        counter, a stop on a non-finite loss, and exact-call accuracy in every validation pass."""
+
+        def __init__(self, *args: Any, probe: AccuracyProbe | None = None, **kwargs: Any):
+            super().__init__(*args, **kwargs)
+            self.probe = probe
+            self.counter = {"tokens": 0, "supervised": 0}
+            self.model_accepts_loss_kwargs = True  # our compute_loss uses num_items_in_batch
+
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            loss, n = supervised_loss(model, inputs, num_items_in_batch)
+            if model.training:  # tokens of the examples (a shared prefix counts once per example it serves)
+                prefix = inputs["prefix_ids"].shape[1] * inputs["input_ids"].shape[0] if "prefix_ids" in inputs else 0
+                self.counter["tokens"] += int(inputs["attention_mask"].sum()) + prefix
+                self.counter["supervised"] += n
+                if self.args.average_tokens_across_devices and num_items_in_batch is not None:
+                    # num_items_in_batch counts every rank's tokens, and DDP averages the ranks' gradients:
+                    # scale back up so that the gradient is the mean over all tokens (Trainer.compute_loss does
+                    # the same; we replace that method, so we must too).
+                    loss = loss * self.accelerator.num_processes
+            if not torch.isfinite(loss):
+                raise FloatingPointError(
+                    f"loss became {loss.item()} at step {self.state.global_step}; lower --learning_rate "
+                    f"(now {self.args.learning_rate}) or check the data. The last checkpoint is in "
+                    f"{self.args.output_dir}."
+                )
+            return (loss, {}) if return_outputs else loss  # no logits kept: eval needs only the loss
+
+        def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix="eval"):
+            metrics = super().evaluate(eval_dataset, ignore_keys, metric_key_prefix)
+            if self.probe is not None:
+                # Every rank measures the same sample with the same weights: the same number everywhere, so every
+                # rank keeps the same best checkpoint.
+                acc = self.probe(self.model)
+                metrics[f"{metric_key_prefix}_exact_call_accuracy"] = acc
+                self.log({f"{metric_key_prefix}_exact_call_accuracy": acc,
+                          f"{metric_key_prefix}_accuracy_n": len(self.probe.examples)})
+            return metrics
+
+    class Progress(ProgressCallback):
+        """The Trainer's bar (steps, ETA) with loss, learning rate and tokens/s on it; every log record also goes
+        to ``metrics.jsonl`` as a JSON line. Rank 0 only."""
+
+        def __init__(self, out_dir: Path, counter: dict[str, int]):
+            super().__init__()
+            self.metrics_file, self.counter = metrics_path(out_dir), counter
+
+        def on_train_begin(self, a, state, control, **kw):
+            super().on_train_begin(a, state, control, **kw)
+            self.t0, self.tok0 = time.perf_counter(), self.counter["tokens"]
+
+        def on_log(self, a, state, control, logs=None, **kw):
+            if not state.is_world_process_zero:
+                return
+            logs = dict(logs or {})
+            record = {"step": state.global_step, "epoch": round(state.epoch or 0, 4), **logs}
+            with open(self.metrics_file, "a", encoding="utf-8") as fh:
+                fh.write(json.dumps(record) + "\n")
+            if self.training_bar is None:
+                return
+            rate = (self.counter["tokens"] - self.tok0) / max(time.perf_counter() - self.t0, 1e-9)
+            post = {"tok/s": f"{rate:.0f}"}
+            if "loss" in logs:
+                post["loss"] = f"{logs['loss']:.4f}"
+            if "learning_rate" in logs:
+                post["lr"] = f"{logs['learning_rate']:.2e}"
+            self.training_bar.set_postfix(post, refresh=True)
+            if any(k.startswith("eval_") for k in logs):
+                self.training_bar.write(
+                    "epoch {:.2f}: ".format(state.epoch or 0)
+                    + ", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in logs.items())
+                )
+
+    return CallTrainer, Progress
+
+
+def training_arguments(cfg: Any, out_dir: Path, has_val: bool, select_by_accuracy: bool) -> Any:
+    """The Trainer's arguments from a ``TrainConfig``."""
+    import torch
+    from transformers import TrainingArguments
+
+    from .modeling import pick_device, pick_dtype
+
+    report_to: list[str] = []
+    try:
+        import tensorboard  # noqa: F401
+
+        report_to = ["tensorboard"]
+        os.environ.setdefault("TENSORBOARD_LOGGING_DIR", str(tensorboard_dir(out_dir)))
+    except ImportError:
+        pass
+    return TrainingArguments(
+        output_dir=str(checkpoint_dir(out_dir)),
+        num_train_epochs=cfg.epochs,
+        max_steps=cfg.max_steps,
+        per_device_train_batch_size=cfg.batch_size,
+        per_device_eval_batch_size=cfg.batch_size,
+        gradient_accumulation_steps=cfg.gradient_accumulation_steps,
+        learning_rate=cfg.learning_rate,
+        warmup_steps=cfg.warmup_ratio,  # a float below 1 is a ratio of the total updates
+        lr_scheduler_type=cfg.lr_scheduler_type,
+        weight_decay=cfg.weight_decay,
+        logging_steps=cfg.logging_steps,
+        eval_strategy="epoch" if has_val else "no",
+        save_strategy="epoch",
+        save_total_limit=cfg.save_total_limit,
+        load_best_model_at_end=has_val,
+        metric_for_best_model="eval_exact_call_accuracy" if select_by_accuracy else "eval_loss",
+        greater_is_better=select_by_accuracy,
+        seed=cfg.seed,
+        data_seed=cfg.seed,
+        bf16=pick_dtype(cfg.dtype, pick_device("auto")) == torch.bfloat16,
+        report_to=report_to,
+        remove_unused_columns=False,
+        train_sampling_strategy="group_by_length",
+        dataloader_num_workers=0,
+        save_only_model=False,
+        use_cpu=not torch.cuda.is_available(),
+        prediction_loss_only=True,
+        disable_tqdm=False,
+    )
+
+
+def build_trainer(cfg: Any, model: Any, tokenizer: Any, train_enc: list[Encoded], val_enc: list[Encoded],
+                  probe: AccuracyProbe | None, out_dir: Path) -> Any:
+    """A :class:`CallTrainer` with our collator and progress callback. ``probe``: exact-call accuracy per
+    validation pass (picks the adapter kept); ``None`` picks by validation loss."""
+    from transformers import ProgressCallback
+
+    CallTrainer, Progress = _trainer_classes()
+    has_val = bool(val_enc)
+    args = training_arguments(cfg, out_dir, has_val, select_by_accuracy=has_val and probe is not None)
+    trainer = CallTrainer(
+        model=model,
+        args=args,
+        train_dataset=as_rows(train_enc),
+        eval_dataset=as_rows(val_enc) if has_val else None,
+        data_collator=PadCollator(tokenizer.pad_token_id, share_prefix=cfg.share_prefix),
+        processing_class=tokenizer,
+        probe=probe if has_val else None,
+    )
+    trainer.remove_callback(ProgressCallback)
+    trainer.add_callback(Progress(out_dir, trainer.counter))
+    return trainer
