@@ -129,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", default="gemma-3-270m-offline", help="base model: preset, dir, .gguf or name")
     parser.add_argument("--model_path", "--adapter", dest="model_path", default=None,
                         help="a training output dir (adapter + run_info.json); overrides --model")
-    parser.add_argument("--tools", default=None, help="tools file (default: codetether_tools.json)")
+    parser.add_argument("--tools", default=None, help="tools file (default: the run's, else CodeTether's, shipped with tether-tune)")
     parser.add_argument("--n", type=int, default=len(REQUESTS), help="how many of the built-in requests")
     parser.add_argument("--max_new_tokens", type=int, default=96)
     parser.add_argument("--batch_size", type=int, default=8, help="for the batched run")
@@ -142,12 +142,11 @@ def main(argv: list[str] | None = None) -> int:
 
     from tether_tune.predict import Predictor, read_prediction
 
-    tools = args.tools or str(REPO / "codetether_tools.json")
     cases = (CASES * (1 + args.n // len(CASES)))[: args.n]
     requests = [r for r, _ in cases]
     gold_of = dict(CASES)
     t0 = time.perf_counter()
-    pred = Predictor.load(args.model_path or args.model, tools=tools, constrained=True,
+    pred = Predictor.load(args.model_path or args.model, tools=args.tools, constrained=True,
                           max_new_tokens=args.max_new_tokens)
     load_s = time.perf_counter() - t0
     constraint = pred.constraint

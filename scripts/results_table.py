@@ -2,8 +2,8 @@
 
     python scripts/results_table.py runs/main
 
-Reads RUN/model/run_info.json and metrics.jsonl (training), RUN/eval_report.json (accuracy, side by side) and
-RUN/latency_report.json (per-request latency at batch size 1).
+Reads the run directory RUN/model through ``tether_tune.rundir`` (run info and training metrics),
+RUN/eval_report.json (accuracy, side by side) and RUN/latency_report.json (per-request latency at batch size 1).
 """
 
 from __future__ import annotations
@@ -12,6 +12,8 @@ import json
 import sys
 from pathlib import Path
 
+from tether_tune.rundir import read_metrics, read_run_info
+
 
 def _pct(x: float | None) -> str:
     return "–" if x is None else f"{100 * x:.1f}%"
@@ -19,8 +21,11 @@ def _pct(x: float | None) -> str:
 
 def main(run: str) -> int:
     run_dir = Path(run)
-    info = json.loads((run_dir / "model" / "run_info.json").read_text())
-    logs = [json.loads(line) for line in (run_dir / "model" / "metrics.jsonl").read_text().splitlines()]
+    run_info = read_run_info(run_dir / "model")
+    if run_info is None:
+        sys.exit(f"{run_dir / 'model'}: not a training output directory (no run info)")
+    info = run_info.to_dict()
+    logs = read_metrics(run_dir / "model")
     report = json.loads((run_dir / "eval_report.json").read_text())
     latency_path = run_dir / "latency_report.json"
     latency = json.loads(latency_path.read_text()) if latency_path.exists() else None

@@ -1,6 +1,6 @@
 """Decoding under the tool schema: whatever the model prefers, what comes out parses and validates.
 
-The tools become a grammar over FunctionGemma's model turn (``shared/spec/functiongemma-format.md``)::
+The tools become a grammar over FunctionGemma's model turn (``docs/functiongemma-format.md``)::
 
     turn   := call+ <start_function_response>  |  [TEXT] (<end_of_turn> | <eos>)
     call   := <start_function_call> "call:" NAME "{" ARGS "}" <end_function_call>

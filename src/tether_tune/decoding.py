@@ -161,6 +161,63 @@ class Decoded:
     stats: dict[str, float]
 
 
+class _Greedy:
+    """The state of one greedy decoding: per row, the tokens decided so far, how many were forced by the grammar
+    or accepted from drafts, whether it has ended, its grammar matcher and its draft source."""
+
+    def __init__(self, suffixes: Sequence[Sequence[int]], stop_ids: Sequence[int], max_new_tokens: int,
+                 constraint: Any, speculate: int, sources: Sequence[Sequence[int]] | None):
+        B = len(suffixes)
+        self.stop, self.max_new_tokens, self.constraint, self.speculate = set(stop_ids), max_new_tokens, constraint, speculate
+        self.out: list[list[int]] = [[] for _ in range(B)]
+        self.forced, self.accepted, self.done = [0] * B, [0] * B, [False] * B
+        self.matchers = [constraint.matcher() for _ in range(B)] if constraint is not None else None
+        self.sources = sources or [[] for _ in range(B)]
+        self.pending: list[list[int]] = [list(s) for s in suffixes]  # decided, not yet fed to the model
+        self.drafts: list[list[int]] = [[] for _ in range(B)]  # guessed, fed along to be verified
+
+    def say(self, b: int, tokens: list[int], n_forced: int) -> list[int]:
+        """Append decided tokens to row b; return those still to be fed to the model ([] when the row ends)."""
+        for i, t in enumerate(tokens):
+            self.out[b].append(t)
+            self.forced[b] += i >= len(tokens) - n_forced
+            if t in self.stop or len(self.out[b]) >= self.max_new_tokens:
+                self.done[b] = True
+                return []
+        return tokens
+
+    def choose(self, b: int, logits: Any) -> tuple[int, list[int]]:
+        """Greedy's token at one position (under the grammar), and the tokens the grammar forces after it."""
+        if self.matchers is None:
+            return int(logits.argmax()), []
+        allowed = self.constraint.allowed([self.matchers[b]], logits.shape[-1])[0]
+        token = int(logits.masked_fill(~allowed, float("-inf")).argmax())
+        return token, self.constraint.advance(self.matchers[b], token)
+
+    def step(self, b: int, rows: _Rows, logits: Any, keep: int) -> None:
+        """Row b after a forward: verify its drafts one by one against greedy's choices (``logits`` [keep, V]),
+        decide the next tokens, and look up new drafts."""
+        draft, self.pending[b], self.drafts[b] = self.drafts[b], [], []
+        j = keep - 1 - len(draft)  # the logits after the last pending token
+        for i in range(len(draft) + 1):
+            token, after = self.choose(b, logits[j + i])
+            if i < len(draft) and token == draft[i]:  # greedy's own choice: already in the cache
+                self.accepted[b] += 1
+                self.say(b, [token], 0)
+                if self.done[b]:
+                    break
+                if after:  # forced tokens follow: they go in next; the drafts after this one do not
+                    _reject(rows, b, len(draft) - i - 1)
+                    self.pending[b] = self.say(b, after, len(after))
+                    break
+                continue
+            _reject(rows, b, len(draft) - i)  # a fresh choice: the drafts from here on were wrong
+            self.pending[b] = self.say(b, [token] + after, len(after))
+            break
+        if not self.done[b] and self.speculate:
+            self.drafts[b] = lookup_draft(self.out[b], self.sources[b], self.speculate)
+
+
 def decode_greedy(
     model: Any,
     prefix: PrefixCache,
@@ -185,72 +242,22 @@ def decode_greedy(
     import torch
 
     B = len(suffixes)
-    stop = set(stop_ids)
-    out: list[list[int]] = [[] for _ in range(B)]
-    forced = [0] * B
-    accepted = [0] * B
-    done = [False] * B
-    matchers = [constraint.matcher() for _ in range(B)] if constraint is not None else None
-    sources = sources or [[] for _ in range(B)]
-
-    def say(b: int, tokens: list[int], n_forced: int) -> list[int]:
-        """Append decided tokens to row b; return those still to be fed to the model ([] when the row ends)."""
-        for i, t in enumerate(tokens):
-            out[b].append(t)
-            forced[b] += i >= len(tokens) - n_forced
-            if t in stop or len(out[b]) >= max_new_tokens:
-                done[b] = True
-                return []
-        return tokens
-
-    def choose(b: int, logits: Any) -> int:
-        if matchers is not None:
-            allowed = constraint.allowed([matchers[b]], logits.shape[-1])[0]
-            logits = logits.masked_fill(~allowed, float("-inf"))
-        return int(logits.argmax())
-
-    calls = 0
+    g = _Greedy(suffixes, stop_ids, max_new_tokens, constraint, speculate, sources)
+    calls, t_prefill = 0, None
     with torch.inference_mode():
         t0 = time.perf_counter()
         rows = prefix.rows(B)
-        pending: list[list[int]] = [list(s) for s in suffixes]  # decided, not yet fed to the model
-        drafts: list[list[int]] = [[] for _ in range(B)]
-        t_prefill = None
-        while True:
-            chunks = [pending[b] + drafts[b] for b in range(B)]
-            keep = 1 + max(len(d) for d in drafts)
-            logits = _forward(model, rows, chunks, pad_id, keep)  # [B, keep, V]
+        while not all(g.done):
+            keep = 1 + max(len(d) for d in g.drafts)
+            logits = _forward(model, rows, [g.pending[b] + g.drafts[b] for b in range(B)], pad_id, keep)  # [B, keep, V]
             calls += 1
-            if t_prefill is None:
-                t_prefill = time.perf_counter() - t0
+            t_prefill = time.perf_counter() - t0 if t_prefill is None else t_prefill
             for b in range(B):
-                if done[b]:
-                    continue
-                draft, pending[b], drafts[b] = drafts[b], [], []
-                j = keep - 1 - len(draft)  # the logits after the last pending token
-                for i in range(len(draft) + 1):
-                    token = choose(b, logits[b, j + i])
-                    after = constraint.advance(matchers[b], token) if matchers is not None else []
-                    if i < len(draft) and token == draft[i]:  # greedy's own choice: already in the cache
-                        accepted[b] += 1
-                        say(b, [token], 0)
-                        if done[b]:
-                            break
-                        if after:  # forced tokens follow: they go in next; the drafts after this one do not
-                            _reject(rows, b, len(draft) - i - 1)
-                            pending[b] = say(b, after, len(after))
-                            break
-                        continue
-                    _reject(rows, b, len(draft) - i)  # a fresh choice: the drafts from here on were wrong
-                    pending[b] = say(b, [token] + after, len(after))
-                    break
-                if not done[b] and speculate:
-                    drafts[b] = lookup_draft(out[b], sources[b], speculate)
-            if all(done):
-                break
+                if not g.done[b]:
+                    g.step(b, rows, logits[b], keep)
         total = time.perf_counter() - t0
     stats = {"prefill_s": t_prefill or 0.0, "decode_s": total - (t_prefill or 0.0), "forward_calls": float(calls)}
     return [
         Decoded(ids, {**stats, "new_tokens": float(len(ids)), "forced_tokens": float(n), "draft_tokens": float(a)})
-        for ids, n, a in zip(out, forced, accepted)
+        for ids, n, a in zip(g.out, g.forced, g.accepted)
     ]

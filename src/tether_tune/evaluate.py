@@ -18,7 +18,7 @@ from typing import Any, Mapping, Sequence
 from .config import ConfigError, atomic_write_text, config_dict, print_config
 from .data import Example, json_record, jsonl_lines, read_examples
 from .errors import DataError
-from .modeling import DTYPE_HELP, DTYPES, check_dtype, check_model_arg
+from .modeling import DTYPE_HELP, check_dtype, check_model_arg
 from .rundir import default_report_path, is_run_dir, resolve_tools, tools_path
 from .scoring import score  # noqa: F401  (re-exported: evaluate.score is the documented entry point)
 from .scoring import compare_markdown, headline_markdown, markdown_summary
@@ -147,7 +147,7 @@ class EvaluateConfig:
     batch_size: int = field(default=8, metadata={"help": "requests generated together (1 for honest per-example latency)"})
     max_new_tokens: int = field(default=128, metadata={"help": "generation limit per request"})
     device: str = field(default="auto", metadata={"help": "auto, cpu, cuda, cuda:N, mps"})
-    dtype: str = field(default="auto", metadata={"help": DTYPE_HELP, "choices": DTYPES})
+    dtype: str = field(default="auto", metadata={"help": DTYPE_HELP})
     show_failures: int = field(default=10, metadata={"help": "failures listed in the Markdown summary"})
 
     def decodings(self) -> list[str]:

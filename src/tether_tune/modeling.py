@@ -205,9 +205,15 @@ DTYPES = ("auto", "float32", "bfloat16")
 DTYPE_HELP = "auto (fp32 on CPU, bf16 on GPU), float32 or bfloat16 (never float16: Gemma 3 overflows in it)"
 
 
+_DTYPE_NAMES = {"float32": "float32", "fp32": "float32", "bfloat16": "bfloat16", "bf16": "bfloat16"}
+
+
 def check_dtype(dtype: str) -> None:
-    """Refuse a ``--dtype`` before any model is loaded (the message names the flag)."""
-    pick_dtype(dtype, "cpu")
+    """Refuse a ``--dtype`` before any model is loaded (the message names the flag and says why)."""
+    if dtype in ("float16", "fp16", "half"):
+        raise ConfigError(f"--dtype {dtype}: Gemma 3's activations overflow in fp16 (float16); use bfloat16 or float32")
+    if dtype != "auto" and dtype not in _DTYPE_NAMES:
+        raise ConfigError(f"--dtype {dtype!r}: use {', '.join(DTYPES)}")
 
 
 def pick_device(device: str) -> str:
@@ -221,16 +227,12 @@ def pick_device(device: str) -> str:
 def pick_dtype(dtype: str, device: str) -> Any:
     import torch
 
+    check_dtype(dtype)
     if dtype == "auto":
-        # fp32 on CPU (bf16 brings nothing there, see offline-models.md); bf16 on GPU. Never fp16: Gemma 3's
+        # fp32 on CPU (bf16 brings nothing there, see the README); bf16 on GPU. Never fp16: Gemma 3's
         # activations overflow it.
         return torch.bfloat16 if device.startswith("cuda") else torch.float32
-    table = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
-    if dtype in ("float16", "fp16"):
-        raise ConfigError("--dtype float16: Gemma 3 overflows in fp16; use bfloat16 or float32")
-    if dtype not in table:
-        raise ConfigError(f"--dtype {dtype!r}: use {', '.join(DTYPES)}")
-    return table[dtype]
+    return getattr(torch, _DTYPE_NAMES[dtype])
 
 
 @contextlib.contextmanager

@@ -24,7 +24,7 @@ from .config import ConfigError, print_config
 from .decoding import PrefixCache, decode_greedy, lookup_draft  # noqa: F401  (part of this module's API)
 from .errors import DataError
 from .format import CONTROL_TOKEN_IDS, Call, prefix_segments
-from .modeling import DTYPE_HELP, DTYPES, check_dtype, check_model_arg
+from .modeling import DTYPE_HELP, check_dtype, check_model_arg
 from .tools import TOOLS_HELP, read_turn
 
 # --------------------------------------------------------------------------------------------------------------
@@ -206,7 +206,7 @@ class PredictConfig:
     )
     batch_size: int = field(default=8, metadata={"help": "requests decoded together over the prefix cache"})
     device: str = field(default="auto", metadata={"help": "auto, cpu, cuda, ..."})
-    dtype: str = field(default="auto", metadata={"help": DTYPE_HELP, "choices": DTYPES})
+    dtype: str = field(default="auto", metadata={"help": DTYPE_HELP})
     show_raw: bool = field(default=False, metadata={"help": "also print the raw model turn (control tokens kept)"})
 
     def validate(self) -> None:

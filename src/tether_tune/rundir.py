@@ -60,6 +60,8 @@ class RunInfo:
     train_seconds: float | None = None
     global_steps: int | None = None
     train_tokens: int | None = None
+    train_batches: int | None = None  # micro-batches on this process (rank 0)
+    shared_prefix_batches: int | None = None  # of which computed the developer turn once (trainer.shared_prefix_loss)
     interrupted_at_step: int | None = None
     world_size: int = 1
     extra: dict[str, Any] = field(default_factory=dict)  # keys this version does not know, kept as they were

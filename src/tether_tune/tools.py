@@ -40,6 +40,34 @@ def _fn(tool: Mapping[str, Any]) -> Mapping[str, Any]:
     return tool["function"] if "function" in tool else tool
 
 
+def _parameter_problems(params: Mapping[str, Any], where: str) -> list[str]:
+    """What is wrong with one tool's ``parameters`` (properties, types, descriptions, enums, required)."""
+    problems: list[str] = []
+    props = params.get("properties", {}) or {}
+    if not isinstance(props, Mapping):
+        return [f"{where}: parameters.properties must be an object"]
+    for pname, prop in props.items():
+        pwhere = f"{where}: parameter {pname!r}"
+        if not _IDENT.match(str(pname)):
+            problems.append(f"{pwhere}: not an identifier")
+        if not isinstance(prop, Mapping):
+            problems.append(f"{pwhere}: expected an object")
+            continue
+        ptype = str(prop.get("type", "")).lower()
+        if ptype not in TYPES:
+            problems.append(f"{pwhere}: unknown type {prop.get('type')!r} (one of {', '.join(TYPES)})")
+        if "description" not in prop:
+            problems.append(f"{pwhere}: no description (FunctionGemma's rendering of that is undefined)")
+        enum = prop.get("enum")
+        if enum is not None and (not isinstance(enum, list) or not enum):
+            problems.append(f"{pwhere}: enum must be a non-empty list")
+    required = params.get("required", []) or []
+    if not isinstance(required, list):
+        return problems + [f"{where}: parameters.required must be a list"]
+    problems += [f"{where}: required argument {r!r} is not among the properties" for r in required if r not in props]
+    return problems
+
+
 def check_tools(tools: Any, source: str = "<tools>") -> list[dict[str, Any]]:
     """Check a list of tool definitions; return them normalised to ``{"type": "function", "function": ...}``."""
     if not isinstance(tools, list) or not tools:
@@ -74,32 +102,7 @@ def check_tools(tools: Any, source: str = "<tools>") -> list[dict[str, Any]]:
             continue
         if str(params.get("type", "object")).lower() != "object":
             problems.append(f"{where}: parameters.type must be \"object\"")
-        props = params.get("properties", {}) or {}
-        if not isinstance(props, Mapping):
-            problems.append(f"{where}: parameters.properties must be an object")
-            continue
-        for pname, prop in props.items():
-            pwhere = f"{where}: parameter {pname!r}"
-            if not _IDENT.match(str(pname)):
-                problems.append(f"{pwhere}: not an identifier")
-            if not isinstance(prop, Mapping):
-                problems.append(f"{pwhere}: expected an object")
-                continue
-            ptype = str(prop.get("type", "")).lower()
-            if ptype not in TYPES:
-                problems.append(f"{pwhere}: unknown type {prop.get('type')!r} (one of {', '.join(TYPES)})")
-            if "description" not in prop:
-                problems.append(f"{pwhere}: no description (FunctionGemma's rendering of that is undefined)")
-            enum = prop.get("enum")
-            if enum is not None and (not isinstance(enum, list) or not enum):
-                problems.append(f"{pwhere}: enum must be a non-empty list")
-        required = params.get("required", []) or []
-        if not isinstance(required, list):
-            problems.append(f"{where}: parameters.required must be a list")
-            required = []
-        for r in required:
-            if r not in props:
-                problems.append(f"{where}: required argument {r!r} is not among the properties")
+        problems += _parameter_problems(params, where)
         out.append({"type": "function", "function": dict(fn)})
     if problems:
         raise ToolsError("invalid tools:\n  " + "\n  ".join(problems))

@@ -24,7 +24,7 @@ from .data import Example, read_examples
 from .encode import Encoded, encode_example, show_supervision
 from .errors import DataError, DataLengthError
 from .format import TOOL_AND_TURN_TOKENS
-from .modeling import DTYPE_HELP, DTYPES, check_dtype, check_model_arg
+from .modeling import DTYPE_HELP, check_dtype, check_model_arg
 from .rundir import RunInfo, checkpoint_dir, metrics_path, write_config, write_run
 from .tools import TOOLS_HELP
 
@@ -75,7 +75,7 @@ class TrainConfig:
     max_steps: int = field(default=-1, metadata={"help": "stop after this many optimizer updates (-1: run all epochs)"})
     logging_steps: int = field(default=1, metadata={"help": "log loss every N updates"})
     save_total_limit: int = field(default=2, metadata={"help": "checkpoints kept (the best is always kept)"})
-    dtype: str = field(default="auto", metadata={"help": DTYPE_HELP, "choices": DTYPES})
+    dtype: str = field(default="auto", metadata={"help": DTYPE_HELP})
     developer: str | None = field(default=None, metadata={"help": "extra context placed before the trigger sentence in the developer turn"})
     share_prefix: bool = field(default=True, metadata={"help": "compute the developer turn shared by a batch once (same loss and gradients, about 3x fewer tokens)"})
     strict_data: bool = field(default=False, metadata={"help": "also refuse examples whose arguments are not stated in the request"})
@@ -285,6 +285,8 @@ def fill_results(info: RunInfo, trainer: Any, seconds: float) -> None:
     info.train_seconds = round(seconds, 1)
     info.global_steps = trainer.state.global_step
     info.train_tokens = trainer.counter["tokens"]
+    info.train_batches = trainer.counter["batches"]
+    info.shared_prefix_batches = trainer.counter["shared_prefix_batches"]
     info.val_exact_call_accuracy_per_epoch = [h["eval_exact_call_accuracy"] for h in history if "eval_exact_call_accuracy" in h]
     info.val_exact_call_accuracy_best = max(info.val_exact_call_accuracy_per_epoch, default=None)
     info.val_loss_per_epoch = [h["eval_loss"] for h in history if "eval_loss" in h]

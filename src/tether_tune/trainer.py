@@ -21,6 +21,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
+import torch
+from transformers import ProgressCallback, Trainer, TrainingArguments
+
 from .data import Example
 from .encode import IGNORE_INDEX, Encoded
 from .rundir import checkpoint_dir, metrics_path, tensorboard_dir
@@ -43,8 +46,6 @@ class PadCollator:
     share_prefix: bool = True
 
     def __call__(self, features: list[dict[str, Any]]) -> dict[str, Any]:
-        import torch
-
         p = features[0].get("prefix_len", 0)
         shared = (
             self.share_prefix
@@ -79,8 +80,7 @@ def as_rows(encoded: Sequence[Encoded]) -> list[dict[str, Any]]:
 
 
 def _loss_from_logits(logits: Any, targets: Any, num_items: Any) -> tuple[Any, int]:
-    import torch
-    import torch.nn.functional as F
+    F = torch.nn.functional
 
     loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), targets, reduction="sum")
     n = int(targets.numel())
@@ -92,8 +92,6 @@ def _loss_from_logits(logits: Any, targets: Any, num_items: Any) -> tuple[Any, i
 
 def _next_token_keep(labels: Any) -> tuple[Any, Any]:
     """``keep[b, t]`` is True when position t predicts a supervised token t+1; returns (keep, targets (N,))."""
-    import torch
-
     keep = torch.zeros_like(labels, dtype=torch.bool)  # (B, T)
     keep[:, :-1] = labels[:, 1:] != IGNORE_INDEX
     return keep, labels[:, 1:][keep[:, :-1]]
@@ -128,8 +126,6 @@ def shared_prefix_loss(model: Any, batch: dict[str, Any], num_items: Any = None)
     both forwards summed, because autograd accumulates a leaf's gradient before calling its hook. Tested against a
     single process in ``tests/test_distributed.py``.
     """
-    import torch
-
     prefix = batch["prefix_ids"]  # (1, P)
     ids, mask = batch["input_ids"], batch["attention_mask"]  # (B, S)
     b, s = ids.shape
@@ -157,8 +153,6 @@ def exact_call_accuracy(model: Any, tokenizer: Any, examples: Sequence[Example],
                         max_new_tokens: int, developer: str | None = None) -> float:
     """Greedy outputs (the prefix-cached predictor, unconstrained: we measure the model, not the grammar) scored
     by ``scoring.score``, the same scoring as ``tether-tune evaluate``."""
-    import torch
-
     from .predict import Predictor
     from .scoring import score
 
@@ -199,104 +193,85 @@ class AccuracyProbe:
 # --------------------------------------------------------------------------------------------------------------
 
 
-def _trainer_classes() -> tuple[type, type]:
-    """``(CallTrainer, Progress)``, defined on first use so that importing this module does not import
-    transformers (``tether-tune validate`` and ``generate`` never pay for it)."""
-    global _CLASSES
-    if _CLASSES is None:
-        _CLASSES = _define_classes()
-    return _CLASSES
+class CallTrainer(Trainer):
+    """The Trainer with our loss (model turn only, logits only where supervised, shared prefix), a tokens
+    counter, a stop on a non-finite loss, and exact-call accuracy in every validation pass."""
+
+    def __init__(self, *args: Any, probe: AccuracyProbe | None = None, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.probe = probe
+        self.counter = {"tokens": 0, "supervised": 0, "shared_prefix_batches": 0, "batches": 0}
+        self.model_accepts_loss_kwargs = True  # our compute_loss uses num_items_in_batch
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        loss, n = supervised_loss(model, inputs, num_items_in_batch)
+        if model.training:  # tokens of the examples (a shared prefix counts once per example it serves)
+            prefix = inputs["prefix_ids"].shape[1] * inputs["input_ids"].shape[0] if "prefix_ids" in inputs else 0
+            self.counter["tokens"] += int(inputs["attention_mask"].sum()) + prefix
+            self.counter["supervised"] += n
+            self.counter["batches"] += 1
+            self.counter["shared_prefix_batches"] += int("prefix_ids" in inputs)
+            if self.args.average_tokens_across_devices and num_items_in_batch is not None:
+                # num_items_in_batch counts every rank's tokens, and DDP averages the ranks' gradients:
+                # scale back up so that the gradient is the mean over all tokens (Trainer.compute_loss does
+                # the same; we replace that method, so we must too).
+                loss = loss * self.accelerator.num_processes
+        if not torch.isfinite(loss):
+            raise FloatingPointError(
+                f"loss became {loss.item()} at step {self.state.global_step}; lower --learning_rate "
+                f"(now {self.args.learning_rate}) or check the data. The last checkpoint is in "
+                f"{self.args.output_dir}."
+            )
+        return (loss, {}) if return_outputs else loss  # no logits kept: eval needs only the loss
+
+    def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix="eval"):
+        metrics = super().evaluate(eval_dataset, ignore_keys, metric_key_prefix)
+        if self.probe is not None:
+            # Every rank measures the same sample with the same weights: the same number everywhere, so every
+            # rank keeps the same best checkpoint.
+            acc = self.probe(self.model)
+            metrics[f"{metric_key_prefix}_exact_call_accuracy"] = acc
+            self.log({f"{metric_key_prefix}_exact_call_accuracy": acc,
+                      f"{metric_key_prefix}_accuracy_n": len(self.probe.examples)})
+        return metrics
+
+class Progress(ProgressCallback):
+    """The Trainer's bar (steps, ETA) with loss, learning rate and tokens/s on it; every log record also goes
+    to ``metrics.jsonl`` as a JSON line. Rank 0 only."""
+
+    def __init__(self, out_dir: Path, counter: dict[str, int]):
+        super().__init__()
+        self.metrics_file, self.counter = metrics_path(out_dir), counter
+
+    def on_train_begin(self, a, state, control, **kw):
+        super().on_train_begin(a, state, control, **kw)
+        self.t0, self.tok0 = time.perf_counter(), self.counter["tokens"]
+
+    def on_log(self, a, state, control, logs=None, **kw):
+        if not state.is_world_process_zero:
+            return
+        logs = dict(logs or {})
+        record = {"step": state.global_step, "epoch": round(state.epoch or 0, 4), **logs}
+        with open(self.metrics_file, "a", encoding="utf-8") as fh:
+            fh.write(json.dumps(record) + "\n")
+        if self.training_bar is None:
+            return
+        rate = (self.counter["tokens"] - self.tok0) / max(time.perf_counter() - self.t0, 1e-9)
+        post = {"tok/s": f"{rate:.0f}"}
+        if "loss" in logs:
+            post["loss"] = f"{logs['loss']:.4f}"
+        if "learning_rate" in logs:
+            post["lr"] = f"{logs['learning_rate']:.2e}"
+        self.training_bar.set_postfix(post, refresh=True)
+        if any(k.startswith("eval_") for k in logs):
+            self.training_bar.write(
+                "epoch {:.2f}: ".format(state.epoch or 0)
+                + ", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in logs.items())
+            )
 
 
-_CLASSES: tuple[type, type] | None = None
-
-
-def _define_classes() -> tuple[type, type]:
-    import torch
-    from transformers import ProgressCallback, Trainer
-
-    class CallTrainer(Trainer):
-        """The Trainer with our loss (model turn only, logits only where supervised, shared prefix), a tokens
-        counter, a stop on a non-finite loss, and exact-call accuracy in every validation pass."""
-
-        def __init__(self, *args: Any, probe: AccuracyProbe | None = None, **kwargs: Any):
-            super().__init__(*args, **kwargs)
-            self.probe = probe
-            self.counter = {"tokens": 0, "supervised": 0}
-            self.model_accepts_loss_kwargs = True  # our compute_loss uses num_items_in_batch
-
-        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-            loss, n = supervised_loss(model, inputs, num_items_in_batch)
-            if model.training:  # tokens of the examples (a shared prefix counts once per example it serves)
-                prefix = inputs["prefix_ids"].shape[1] * inputs["input_ids"].shape[0] if "prefix_ids" in inputs else 0
-                self.counter["tokens"] += int(inputs["attention_mask"].sum()) + prefix
-                self.counter["supervised"] += n
-                if self.args.average_tokens_across_devices and num_items_in_batch is not None:
-                    # num_items_in_batch counts every rank's tokens, and DDP averages the ranks' gradients:
-                    # scale back up so that the gradient is the mean over all tokens (Trainer.compute_loss does
-                    # the same; we replace that method, so we must too).
-                    loss = loss * self.accelerator.num_processes
-            if not torch.isfinite(loss):
-                raise FloatingPointError(
-                    f"loss became {loss.item()} at step {self.state.global_step}; lower --learning_rate "
-                    f"(now {self.args.learning_rate}) or check the data. The last checkpoint is in "
-                    f"{self.args.output_dir}."
-                )
-            return (loss, {}) if return_outputs else loss  # no logits kept: eval needs only the loss
-
-        def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix="eval"):
-            metrics = super().evaluate(eval_dataset, ignore_keys, metric_key_prefix)
-            if self.probe is not None:
-                # Every rank measures the same sample with the same weights: the same number everywhere, so every
-                # rank keeps the same best checkpoint.
-                acc = self.probe(self.model)
-                metrics[f"{metric_key_prefix}_exact_call_accuracy"] = acc
-                self.log({f"{metric_key_prefix}_exact_call_accuracy": acc,
-                          f"{metric_key_prefix}_accuracy_n": len(self.probe.examples)})
-            return metrics
-
-    class Progress(ProgressCallback):
-        """The Trainer's bar (steps, ETA) with loss, learning rate and tokens/s on it; every log record also goes
-        to ``metrics.jsonl`` as a JSON line. Rank 0 only."""
-
-        def __init__(self, out_dir: Path, counter: dict[str, int]):
-            super().__init__()
-            self.metrics_file, self.counter = metrics_path(out_dir), counter
-
-        def on_train_begin(self, a, state, control, **kw):
-            super().on_train_begin(a, state, control, **kw)
-            self.t0, self.tok0 = time.perf_counter(), self.counter["tokens"]
-
-        def on_log(self, a, state, control, logs=None, **kw):
-            if not state.is_world_process_zero:
-                return
-            logs = dict(logs or {})
-            record = {"step": state.global_step, "epoch": round(state.epoch or 0, 4), **logs}
-            with open(self.metrics_file, "a", encoding="utf-8") as fh:
-                fh.write(json.dumps(record) + "\n")
-            if self.training_bar is None:
-                return
-            rate = (self.counter["tokens"] - self.tok0) / max(time.perf_counter() - self.t0, 1e-9)
-            post = {"tok/s": f"{rate:.0f}"}
-            if "loss" in logs:
-                post["loss"] = f"{logs['loss']:.4f}"
-            if "learning_rate" in logs:
-                post["lr"] = f"{logs['learning_rate']:.2e}"
-            self.training_bar.set_postfix(post, refresh=True)
-            if any(k.startswith("eval_") for k in logs):
-                self.training_bar.write(
-                    "epoch {:.2f}: ".format(state.epoch or 0)
-                    + ", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in logs.items())
-                )
-
-    return CallTrainer, Progress
-
-
-def training_arguments(cfg: Any, out_dir: Path, has_val: bool, select_by_accuracy: bool) -> Any:
+def training_arguments(cfg: Any, out_dir: Path, has_val: bool, select_by_accuracy: bool) -> TrainingArguments:
     """The Trainer's arguments from a ``TrainConfig``."""
-    import torch
-    from transformers import TrainingArguments
-
     from .modeling import pick_device, pick_dtype
 
     report_to: list[str] = []
@@ -340,12 +315,9 @@ def training_arguments(cfg: Any, out_dir: Path, has_val: bool, select_by_accurac
 
 
 def build_trainer(cfg: Any, model: Any, tokenizer: Any, train_enc: list[Encoded], val_enc: list[Encoded],
-                  probe: AccuracyProbe | None, out_dir: Path) -> Any:
+                  probe: AccuracyProbe | None, out_dir: Path) -> "CallTrainer":
     """A :class:`CallTrainer` with our collator and progress callback. ``probe``: exact-call accuracy per
     validation pass (picks the adapter kept); ``None`` picks by validation loss."""
-    from transformers import ProgressCallback
-
-    CallTrainer, Progress = _trainer_classes()
     has_val = bool(val_enc)
     args = training_arguments(cfg, out_dir, has_val, select_by_accuracy=has_val and probe is not None)
     trainer = CallTrainer(
