@@ -14,8 +14,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tether_tune import synth
-from tether_tune import synth_templates as T
+from tether_tune import synth as T  # the phrasings and value pools, re-exported by the package
+from tether_tune.synth import generate as synth  # generate_splits calls its make_example (monkeypatched below)
 from tether_tune.config import parse_config
 from tether_tune.checks import check_example, dedupe_key
 from tether_tune.data import DataError, Example, read_examples

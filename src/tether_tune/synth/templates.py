@@ -1,4 +1,5 @@
-"""What the generator (``tether_tune.synth``) says: phrasing templates and value pools.
+"""The phrasings of requests: frames (templates with slots) per tool, two-call frames, requests no tool serves
+with their answers, and the clauses that state optional arguments.
 
 A *frame* is one phrasing of a request, with slots that the generator fills with values it chose first:
 
@@ -8,198 +9,18 @@ A *frame* is one phrasing of a request, with slots that the generator fills with
   ("let X know the staging db is back up").
 - ``{task_id}`` ``{session_id}`` ``{codebase}`` ids, copied verbatim; ``{priority}`` an integer, as digits.
 - ``{agent}`` an agent role (``code-reviewer``; spoken requests may say "code reviewer").
-- ``{status:adj}`` ``{status:pred}`` ``{agent_type}`` ``{agent_type:an}`` a word people use for an enum value.
+- ``{status:adj}`` ``{status:pred}`` ``{agent_type}`` ``{agent_type:an}`` a word people use for an enum value
+  (``values.STATUS_ADJ``, ``values.STATUS_PRED``, ``values.AGENT_TYPE_WORDS``).
 - ``{opts}`` the optional arguments the frame does not place itself, each as a clause from ``CLAUSES``.
 
 A frame that starts with ``^`` is an imperative: the generator may put "please" / "can you" in front of it. A frame
 with ``fixed`` states an enum value in its own words ("summarize session X" means style=summary).
 
-Rules that keep targets honest (tests check them): no context sentence, message or clause mentions a status or
-playback-style word unless it carries that argument; titles never start with an acronym (bare slots lower-case the
-first letter); no value pool entry has a quote character.
+Rule that keeps targets honest (tests check it): no clause mentions a status or playback-style word unless it
+carries that argument. The values that fill the slots live in :mod:`tether_tune.synth.values`.
 """
 
 from __future__ import annotations
-
-# --------------------------------------------------------------------------------------------------------------
-# Value pools. The split holds out part of each pool: titles, messages and agent roles seen in test never appear
-# in train.
-# --------------------------------------------------------------------------------------------------------------
-
-#: (title, description) pairs: a description always belongs to its title.
-TASKS: list[tuple[str, str]] = [
-    ("Fix the login redirect loop", "Users bounce between /login and /home after the OAuth callback"),
-    ("Add rate limiting to the public API", "Cap anonymous clients at 100 requests per minute and return 429"),
-    ("Upgrade Django to 5.1", "Check the deprecation warnings first and update the settings module"),
-    ("Write tests for the payment webhook", "Cover bad signatures, retries and duplicate events"),
-    ("Migrate the user table to UUID keys", "Keep the old integer ids in a legacy column until the mobile app ships"),
-    ("Speed up the CI pipeline", "The test stage takes 25 minutes, so cache the pip downloads and split the suite"),
-    ("Add dark mode to the settings page", "Follow the system preference by default and remember the choice"),
-    ("Document the deployment process", "Cover staging and production, including the rollback steps"),
-    ("Remove the unused feature flags", "Delete flags that have been fully rolled out for more than 90 days"),
-    ("Investigate the memory leak in the worker", "RSS grows about 200 MB an hour under steady load"),
-    ("Add pagination to the orders endpoint", "Use cursor pagination with a default page size of 50"),
-    ("Refactor the email sender into a service", "Move the SMTP handling out of the views and add retries"),
-    ("Fix the flaky checkout test", "It times out about one run in ten on the shared runners"),
-    ("Set up Dependabot for the frontend", "Weekly updates, with minor and patch bumps grouped together"),
-    ("Add an index on orders.created_at", "The monthly report query does a full table scan"),
-    ("Translate the onboarding screens to Spanish", "The strings live in locales/en.json and the keys must not change"),
-    ("Audit the S3 bucket permissions", "Make sure no bucket allows public writes"),
-    ("Add a health check endpoint", "Return 200 with the git commit and the database connection state"),
-    ("Replace moment.js with date-fns", "Bundle size is the main reason, keep the same date formats"),
-    ("Fix the timezone bug in reports", "Daily totals are off by one day for users east of UTC"),
-    ("Profile the search endpoint", "The p95 latency went from 300 ms to 1.2 s after the last release"),
-    ("Add two-factor login", "Support TOTP apps and recovery codes"),
-    ("Clean up the Docker images", "Use multi-stage images and drop the dev dependencies"),
-    ("Rotate the database credentials", "Update the secret in the vault and restart the API pods"),
-    ("Write a migration guide for v3", "List every breaking change with a before and after example"),
-    ("Add CSV export to the admin dashboard", "Admins want to export filtered user lists"),
-    ("Fix the dead links in the docs", "The link checker reports 37 of them on the API reference pages"),
-    ("Bump the Node version to 22", "Update .nvmrc, the Dockerfile and the CI matrix"),
-    ("Add retries to the webhook sender", "Exponential backoff with at most 5 attempts"),
-    ("Review the error handling in the uploader", "Large files get lost silently when the connection drops"),
-    ("Implement password reset", "Email a one-time link that expires after 30 minutes"),
-    ("Split the billing module out of the monolith", "Start by moving invoices behind an internal API"),
-    ("Add type hints to the utils package", "Run mypy in strict mode on that package only"),
-    ("Cache the product catalog", "Use Redis with a 10 minute TTL and invalidate on edit"),
-    ("Fix the N+1 query on the projects page", "The page makes one query per project"),
-    ("Set up error tracking with Sentry", "Both backend and frontend, with release tags"),
-    ("Write a load test for the checkout flow", "Target 500 concurrent users with k6"),
-    ("Update the privacy policy page", "Legal sent new text for the data retention section"),
-    ("Add SSO with Google Workspace", "Only for accounts on the company domain"),
-    ("Reduce the Docker image size", "It is 1.8 GB right now and should get under 500 MB"),
-    ("Fix the encoding bug in the CSV import", "Files saved from Excel as Latin-1 come out garbled"),
-    ("Add search to the docs site", "Use a static index, no external service"),
-    ("Archive old audit logs", "Move entries older than a year to cold storage"),
-    ("Make the sidebar collapsible", "Remember the state per user"),
-    ("Add webhooks for task events", "Fire one on create and one on cancel"),
-    ("Port the cron jobs to the scheduler", "There are 14 jobs in the crontab on the old VM"),
-    ("Harden the file upload endpoint", "Check MIME types and cap uploads at 20 MB"),
-    ("Fix the race condition in the job queue", "Two workers sometimes pick up the same job"),
-    ("Write the release notes for 2.4", "Collect the merged pull requests since 2.3"),
-    ("Add keyboard shortcuts to the editor", "Save, search and toggle preview at least"),
-    ("Investigate slow cold starts", "The Lambda functions take 4 seconds to answer the first request"),
-    ("Add a dry-run flag to the deploy script", "Print what would change without applying it"),
-    ("Lint the SQL migrations", "Add sqlfluff to the pre-commit hooks"),
-    ("Fix the off-by-one in pagination", "The last item of each page shows up again on the next one"),
-    ("Add an API for team invitations", "Invite by email and accept with a signed token"),
-    ("Generate the OpenAPI spec from the code", "Serve it at /openapi.json"),
-    ("Map out the legacy payment code", "Find every module that still calls the old gateway"),
-    ("Collect crash reports from the beta", "Group them by stack trace"),
-    ("Prepare the Postgres 16 upgrade", "Estimate the downtime and list the extensions we use"),
-    ("Compare feature flag tools", "LaunchDarkly, Unleash and a homegrown table"),
-    ("Sort out the CORS errors on staging", "The new frontend domain is missing from the allowed origins"),
-    ("Add an audit trail to role changes", "Record who changed what and when"),
-    ("Tidy up the README", "The setup steps are out of date since the move to uv"),
-    ("Move secrets out of the repo", "Two API keys are committed in config/dev.yaml"),
-    ("Add a retry button to the export page", "Users have to reload the whole page today"),
-    ("Speed up the test fixtures", "The database fixture is rebuilt for every test"),
-]
-
-#: Messages that read as an instruction ("tell X to <message>").
-MESSAGES_DO: list[str] = [
-    "Rerun the integration tests on main",
-    "Take another look at pull request 482",
-    "Hold off on merging until the release is tagged",
-    "Rebuild the staging image with the latest base",
-    "Check the new migration on the orders table",
-    "Run the full test suite against Python 3.13",
-    "Review the auth changes before lunch",
-    "Put the checkout bug ahead of the refactor",
-    "Skip the flaky e2e tests for now",
-    "Open a pull request once the lint errors are fixed",
-    "Pin the requests library to 2.32",
-    "Add the new endpoint to the changelog",
-    "Focus on the mobile layout first",
-    "Leave the billing module alone until Monday",
-    "Use the staging database for the next run",
-    "Squash the commits before merging",
-    "Deploy the hotfix to staging",
-    "Double-check the migration before it hits prod",
-    "Write unit tests for the date parser",
-    "Raise the coverage threshold to 85 percent",
-    "Look at the CORS errors on the new domain",
-    "Ping me when the benchmarks end",
-    "Go ahead with the database upgrade tonight",
-    "Update the Helm chart to the new image tag",
-]
-
-#: Messages that read as a statement ("let X know <message>").
-MESSAGES_KNOW: list[str] = [
-    "The staging database is back up",
-    "The API keys were rotated this morning",
-    "Main is green again",
-    "The design review moved to Thursday",
-    "Pull request 517 needs another approval",
-    "The release freeze starts on Friday",
-    "The flaky test was a clock issue and is fixed now",
-    "The customer reported the bug again",
-    "I merged the logging changes",
-    "The new runners are ready to use",
-    "Staging is reserved for the demo until 3pm",
-    "The payment provider sandbox is down today",
-    "We switch to the new lint config tomorrow",
-    "The search work matters more than the refactor this week",
-    "Legal signed off on the new privacy text",
-    "The load balancer config changed overnight",
-]
-
-AGENTS: list[str] = [
-    "code-reviewer", "builder", "test-runner", "planner", "security-auditor", "docs-writer", "deployer",
-    "refactorer", "release-manager", "bug-triager", "dependency-updater", "perf-profiler", "migration-runner",
-    "qa-tester", "frontend-dev", "backend-dev", "db-admin", "incident-responder", "api-designer", "ux-reviewer",
-    "data-engineer", "infra-bot", "lint-fixer", "changelog-writer",
-]
-
-#: Sentences around a request that carry no argument.
-CONTEXT: list[str] = [
-    "Quick one before standup.",
-    "I'm on my phone, so bear with me.",
-    "We ship on Friday.",
-    "Sorry for the back-to-back requests.",
-    "This came up in the retro.",
-    "The customer asked about it again.",
-    "Just got out of a meeting.",
-    "My manager wants an update.",
-    "Context: we're mid-migration.",
-    "Thanks in advance.",
-    "Following up on yesterday.",
-    "Heads up, I'm new to this.",
-    "The team asked me to handle this.",
-    "I'll be offline after lunch.",
-    "Before I forget.",
-    "Doing some housekeeping.",
-    "Morning!",
-    "Hi there.",
-    "Okay, next thing.",
-    "One more thing.",
-]
-
-# --------------------------------------------------------------------------------------------------------------
-# Enum words. Keys are the canonical values; every word here is one of data.ENUM_SYNONYMS (grounding checks it).
-# --------------------------------------------------------------------------------------------------------------
-
-STATUS_ADJ: dict[str, list[str]] = {  # "show me the ___ tasks"
-    "pending": ["pending", "queued", "not started"],
-    "working": ["running", "in-progress", "active", "ongoing", "working"],
-    "completed": ["completed", "finished", "done", "successful"],
-    "failed": ["failed", "failing", "broken", "crashed"],
-    "cancelled": ["cancelled", "canceled", "aborted"],
-}
-STATUS_PRED: dict[str, list[str]] = {  # "which tasks are ___"
-    "pending": ["pending", "queued", "still waiting", "not started yet"],
-    "working": ["running", "in progress", "being worked on", "active", "working"],
-    "completed": ["completed", "done", "finished", "complete"],
-    "failed": ["failed", "failing", "broken", "errored out"],
-    "cancelled": ["cancelled", "canceled", "aborted", "called off"],
-}
-AGENT_TYPE_WORDS: dict[str, list[str]] = {
-    "build": ["build", "builder"],
-    "plan": ["plan", "planning", "planner"],
-    "general": ["general", "general-purpose"],
-    "explore": ["explore", "explorer", "exploration"],
-    "forage": ["forage", "forager"],
-}
 
 # --------------------------------------------------------------------------------------------------------------
 # Clauses for {opts}: the optional arguments a frame leaves to the generator. A clause brings its own leading
@@ -510,13 +331,3 @@ NO_CALL: dict[str, list[tuple[str, str]]] = {
 }
 #: Share of each no-call kind among no-call examples.
 NO_CALL_WEIGHTS: dict[str, float] = {"smalltalk": 0.15, "offtopic": 0.15, "unsupported": 0.35, "vague": 0.35}
-
-# --------------------------------------------------------------------------------------------------------------
-# Style: how a typed or spoken request is dressed up around a frame.
-# --------------------------------------------------------------------------------------------------------------
-
-PREFIXES_TYPED = ["Please ", "Can you ", "Could you ", "Hey, ", "I'd like you to ", "Go ahead and ", "Pls "]
-PREFIXES_VOICE = ["can you ", "could you ", "please ", "i need you to ", "go ahead and ", "i want you to ", "hey "]
-SUFFIXES = [" please", ", thanks", " thx", ", thank you"]
-FILLERS_START = ["uh ", "um ", "so ", "okay so ", "hey ", "um so ", "right ", "yeah "]
-FILLERS_MID = ["uh", "um", "er"]
