@@ -261,3 +261,114 @@ def test_words_answer_is_left_to_the_model(predictor: Predictor) -> None:
     pred.constraint = predictor.constraint
     out = pred.predict("hi")
     assert out.calls == [] and out.raw.endswith("<end_of_turn>") and out.errors == []
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Grounded decoding: values only from the request
+# ----------------------------------------------------------------------------------------------------------------
+
+UUID_A = "3f1c2a9e-7b4d-4c1e-9a0f-2d8e6b5c4a13"
+UUID_B = "aebc76ec-5b1e-4f7a-9c2d-0e8f1a2b3c4d"
+
+
+def grounded_accepts(constraint: ToolCallConstraint, tokenizer: Any, request: str, segments: list[str]) -> bool:
+    m = constraint.matcher(request)
+    return m.consume_tokens(encode_segments(tokenizer, segments)) and m.is_accepting() and not m.is_error()
+
+
+def test_grounded_ids_only_from_the_request(constraint: ToolCallConstraint, predictor: Predictor) -> None:
+    tok, req = predictor.tokenizer, f"cancel {UUID_A} and show me {UUID_B} please"
+    assert constraint.grounded
+    assert grounded_accepts(constraint, tok, req, calls(Call("cancel_task", {"task_id": UUID_A})))
+    assert grounded_accepts(constraint, tok, req, calls(Call("cancel_task", {"task_id": UUID_A}),
+                                                        Call("get_task", {"task_id": UUID_B})))
+    for wrong in (UUID_A[1:], UUID_A[:-1], UUID_A.replace("7b4d", "7b4e"), "3f1c2a9e-7b4d", "a"):
+        assert not grounded_accepts(constraint, tok, req, calls(Call("cancel_task", {"task_id": wrong}))), wrong
+        assert accepts(constraint, tok, calls(Call("cancel_task", {"task_id": wrong})))  # the plain grammar takes it
+
+
+def test_a_request_without_the_required_id_cannot_make_the_call(constraint: ToolCallConstraint,
+                                                                 predictor: Predictor) -> None:
+    tok, req = predictor.tokenizer, "cancel the task please"
+    for name, arg in (("cancel_task", "task_id"), ("get_task", "task_id"), ("get_session_history", "session_id")):
+        for value in ("task", "please", UUID_A):
+            assert not grounded_accepts(constraint, tok, req, calls(Call(name, {arg: value})))
+    assert grounded_accepts(constraint, tok, req, ["Which task? Give me its id.", END_OF_TURN])
+    # Calls that need no id stay possible.
+    assert grounded_accepts(constraint, tok, req, calls(Call("list_tasks", {})))
+    grammar = tool_call_grammar(predictor.tools, CONTROL_TOKEN_IDS, request=req)
+    assert "cancel_task" not in grammar and "get_task" not in grammar and "list_tasks" in grammar
+
+
+def test_grounded_names_and_text_are_spans_of_the_request(constraint: ToolCallConstraint,
+                                                           predictor: Predictor) -> None:
+    tok = predictor.tokenizer
+    req = "tell the Code Reviewer to look at the upload endpoint"
+    ok = Call("send_message", {"agent_name": "code-reviewer", "message": "look at the upload endpoint"})
+    assert grounded_accepts(constraint, tok, req, calls(ok))
+    for bad in ({"agent_name": "riskiest", "message": "look at the upload endpoint"},
+                {"agent_name": "code-reviewer", "message": ",required:"},
+                {"agent_name": "code-reviewer", "message": "look at the download endpoint"},
+                {"agent_name": "code-reviewer", "message": "ook at the upload"},  # not word-aligned
+                {"agent_name": "code-reviewer", "message": " look at"}):  # leading white space
+        assert not grounded_accepts(constraint, tok, req, calls(Call("send_message", bad))), bad
+    title = Call("create_task", {"title": "rotate the leaked key", "codebase_id": "global"})
+    assert not grounded_accepts(constraint, tok, "create a task to rotate the leaked key", calls(title))
+    assert grounded_accepts(constraint, tok, "global task: rotate the leaked key", calls(title))
+
+
+def test_grounding_spans() -> None:
+    from tether_tune.constrain import id_spans, name_spans
+
+    assert id_spans(f"see {UUID_A}, codebase 3734715f; not word12 or 12345 or hello-world") == [UUID_A, "3734715f", "word12"]
+    assert "code-reviewer" in name_spans("ask the Code Reviewer") and "ask-the-code" in name_spans("ask the Code Reviewer")
+
+
+def test_grounded_decoding_forces_the_only_id(predictor: Predictor) -> None:
+    """The model says get_task; with one UUID in the request the grammar writes it without asking the model."""
+    from test_predict import scripted, steered_predictor
+
+    request = f"what's the status of {UUID_A}"
+    script = encode_segments(predictor.tokenizer, calls(Call("get_task", {"task_id": UUID_A})))
+    runs = {}
+    for grounded in (False, True):
+        pred, model = steered_predictor(predictor, request, scripted(script), constrained=True, grounded=grounded,
+                                        max_new_tokens=len(script) + 4, speculate=0)
+        runs[grounded] = (pred.predict(request), model.calls)
+    (plain, plain_calls), (grounded, grounded_calls) = runs[False], runs[True]
+    assert grounded.calls == plain.calls == [Call("get_task", {"task_id": UUID_A})]
+    uuid_tokens = len(encode_segments(predictor.tokenizer, [UUID_A]))
+    assert grounded.timings["forced_tokens"] >= plain.timings["forced_tokens"] + uuid_tokens
+    assert grounded_calls <= plain_calls - uuid_tokens + 1
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(seed=st.integers(0, 2**31 - 1), noise=st.sampled_from([1.0, 5.0]),
+       call_boost=st.floats(0, 15), escape_boost=st.floats(-5, 10))
+def test_grounded_output_only_says_what_the_request_says(predictor: Predictor, seed: int, noise: float,
+                                                         call_boost: float, escape_boost: float) -> None:
+    """Whatever the (noisy) model prefers, every id, name and text value comes from its request, and requests
+    without an id never get a call that needs one."""
+    from tether_tune.constrain import grounding_kind, id_spans, name_spans
+    from tether_tune.tools import tool_map
+
+    model = Noisy(predictor.model, seed, noise, {C["<start_function_call>"]: call_boost, C["<escape>"]: escape_boost})
+    pred = Predictor(model, predictor.tokenizer, predictor.tools, constrained=True, max_new_tokens=64)
+    pred.constraint = predictor.constraint
+    requests = [f"cancel {UUID_A} and tell the docs writer to update the changelog", "cancel the task",
+                f"global task: rotate the leaked key in 3734715f, priority 7", "show me that session", "hi"]
+    props = {n: (fn.get("parameters") or {}).get("properties") or {} for n, fn in tool_map(pred.tools).items()}
+    needs_id = {n for n, fn in tool_map(pred.tools).items()
+                if any(k.endswith("_id") for k in (fn.get("parameters") or {}).get("required") or [])}
+    for request, out in zip(requests, pred.predict_batch(requests, batch_size=5)):
+        for call in out.calls:
+            if not id_spans(request):
+                assert call.name not in needs_id, (request, call)
+            for key, value in call.arguments.items():
+                kind = grounding_kind(key, props[call.name][key])
+                if kind == "id":
+                    assert value in id_spans(request) or (value == "global" and "global" in request), (request, call)
+                elif kind == "name":
+                    assert value in name_spans(request), (request, call)
+                elif kind == "text":
+                    assert value in request and value.strip() == value and value, (request, call)

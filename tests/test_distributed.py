@@ -66,8 +66,12 @@ def two_runs(tiny_model_dir, tmp_path_factory):
     data = _data(tmp / "train.jsonl")
     single = _run([sys.executable, *_train_argv(tiny_model_dir, data, tmp / "single", 4)], cwd=tmp)
     assert single.returncode == 0, single.stderr[-3000:]
-    ddp = _run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
-                "--master_port", str(_free_port()), *_train_argv(tiny_model_dir, data, tmp / "ddp", 2)], cwd=tmp)
+    for attempt in range(2):  # a free port can be taken between finding it and torchrun binding it: try another
+        ddp = _run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr",
+                    "127.0.0.1", "--master_port", str(_free_port()), *_train_argv(tiny_model_dir, data, tmp / "ddp", 2)],
+                   cwd=tmp)
+        if ddp.returncode == 0 or "address already in use" not in ddp.stderr.lower():
+            break
     assert ddp.returncode == 0, ddp.stderr[-3000:]
     return tmp / "single", tmp / "ddp", single, ddp
 

@@ -370,3 +370,31 @@ def test_model_mode_end_to_end(tiny_model_dir, tmp_path):
     assert all(r["n"] == 3 and "latency" in r for r in report["compare"].values())
     md = (model_dir / "eval_report.md").read_text()
     assert "| metric | " + " | ".join(labels) + " |" in md
+
+
+def test_multi_call_and_per_tag_metrics(tools):
+    """Multi-call exact counts only the examples with two or more gold calls; per_tag groups by gold tags."""
+    examples = [
+        parse_record({"id": "m1", "query": "q1", "calls": [GET_U1, CANCEL_U2], "tags": ["typed", "multi"]}, "t:1"),
+        parse_record({"id": "m2", "query": "q2", "calls": [GET_U1, CANCEL_U2], "tags": ["spoken", "multi"]}, "t:2"),
+        parse_record({"id": "s1", "query": "q3", "calls": [GET_U1], "tags": ["spoken", "single"]}, "t:3"),
+        parse_record({"id": "n1", "query": "q4", "calls": [], "tags": ["spoken", "no-call"]}, "t:4"),
+    ]
+    both = call("get_task", f"task_id:{X}{U1}{X}") + call("cancel_task", f"task_id:{X}{U2}{X}") + R
+    outputs = [both, call("get_task", f"task_id:{X}{U1}{X}") + R, call("get_task", f"task_id:{X}{U1}{X}") + R,
+               "Hello!<end_of_turn>"]
+    report = score(examples, outputs, tools)
+    assert report["multi_call_n"] == 2 and report["multi_call_exact_accuracy"] == 0.5
+    assert report["exact_call_accuracy"] == 0.75
+    assert list(report["per_tag"]) == ["typed", "multi", "spoken", "single", "no-call"]
+    assert report["per_tag"]["spoken"]["n"] == 3 and report["per_tag"]["spoken"]["exact_call_accuracy"] == 2 / 3
+    assert report["per_tag"]["multi"]["exact_call_accuracy"] == 0.5
+    assert report["per_tag"]["no-call"]["no_call_recall"] == 1.0
+    md = markdown_summary(report, "T")
+    assert "## Per tag" in md and "| spoken | 3 | 66.7% |" in md
+    assert "| multi-call exact | 50.0% |" in md
+
+
+def test_bad_tags_name_the_line():
+    with pytest.raises(DataError, match="t:9: field 'tags'"):
+        parse_record({"query": "q", "calls": [], "tags": "spoken"}, "t:9")

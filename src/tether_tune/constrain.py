@@ -11,6 +11,21 @@ The tools become a grammar over FunctionGemma's model turn (``docs/functiongemma
 The model still chooses between calling and answering in words (its first token), which tool, which optional
 arguments, the values, and how many calls; everything else is forced.
 
+**Grounded** (``grounded=True``, the default for prediction): the grammar is built per request, and a value can
+only be what the request says —
+
+- an id argument (a key ending in ``_id``: ``task_id``, ``session_id``, ``codebase_id``) only one of the request's
+  id-like spans (a UUID, or a run of letters, digits, ``-`` and ``_`` of 6+ characters with a digit in it), or
+  ``global`` where the schema's description offers it and the request says it;
+- a name (a key ending in ``_name``: ``agent_name``) only a span of 1-3 of the request's words, lower-cased and
+  joined by ``-`` (spoken "the Code Reviewer" may become ``code-reviewer``);
+- any other text (``title``, ``description``, ``message``) only a span of the request's words, as written
+  (llguidance's ``substring_words`` terminal), not starting or ending in white space.
+
+A call whose required argument has no candidate in the request (``cancel the task`` without an id) is left out of
+the grammar, so the model has to answer in words. Where one candidate remains (one UUID in the request), the
+grammar forces it and it costs no forward.
+
 Engine: llguidance (Microsoft's grammar engine, the one behind guidance and vLLM/SGLang's ``guidance`` backend).
 We chose it over a hand-written state machine because its Lark grammars name tokens by id (``<[52]>``), so
 FunctionGemma's control tokens are matched as the single tokens they are, never as the characters of their
@@ -24,6 +39,8 @@ token *strings*, where a control token cannot be told from its spelling.
 from __future__ import annotations
 
 import json
+import re
+from collections import OrderedDict
 from typing import Any, Mapping, Sequence
 
 from .format import (
@@ -54,6 +71,45 @@ def _seq(*parts: str | None) -> str:
     return " ".join(p for p in parts if p)
 
 
+_UUID = re.compile(r"(?<![0-9A-Za-z])[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}(?![0-9A-Za-z])")
+_ID_LIKE = re.compile(r"(?<![\w-])[A-Za-z0-9][\w-]{4,}[A-Za-z0-9](?![\w-])")
+_NAME_WORD = re.compile(r"[A-Za-z0-9][\w-]*")
+#: Longest agent name, in words, taken from a request ("security audit agent").
+MAX_NAME_WORDS = 3
+
+
+def id_spans(request: str) -> list[str]:
+    """The request's id-like spans, in order: UUIDs, and runs of letters, digits, ``-``, ``_`` of 6+ characters
+    that contain a digit (``3734715f``, ``task-42a``) — never a plain word."""
+    out = [m.group() for m in _UUID.finditer(request)]
+    out += [m.group() for m in _ID_LIKE.finditer(request) if any(c.isdigit() for c in m.group())]
+    return list(dict.fromkeys(out))
+
+
+def name_spans(request: str, max_words: int = MAX_NAME_WORDS) -> list[str]:
+    """Every run of 1..``max_words`` of the request's words, lower-cased and joined with ``-``."""
+    words = [w.lower().strip("-_") for w in _NAME_WORD.findall(request)]
+    words = [w for w in words if w]
+    spans = ("-".join(words[i : i + n]) for n in range(1, max_words + 1) for i in range(len(words) - n + 1))
+    return list(dict.fromkeys(spans))
+
+
+def grounding_kind(key: str, schema: Mapping[str, Any]) -> str | None:
+    """How a string argument is grounded in the request: ``"id"``, ``"name"``, ``"text"``; None: not at all
+    (enums, numbers and other types are constrained by the schema alone)."""
+    if schema.get("enum") or str(schema.get("type", "")).lower() != "string":
+        return None
+    if key.endswith("_id"):
+        return "id"
+    if key.endswith("_name"):
+        return "name"
+    return "text"
+
+
+class _Unreachable(Exception):
+    """A required argument has no candidate in the request: the call cannot be made."""
+
+
 def _without(names: Sequence[str]) -> str:
     """A regex matching any text that contains one of ``names`` (to be negated with ``~``)."""
     inner = "|".join(n[1:-1] for n in names)  # "<escape>" -> "escape"; the brackets are matched around them
@@ -63,10 +119,12 @@ def _without(names: Sequence[str]) -> str:
 class _Grammar:
     """Builds the Lark text: one rule per tool, per argument chain and per value type."""
 
-    def __init__(self, tokens: Mapping[str, int]):
+    def __init__(self, tokens: Mapping[str, int], request: str | None = None):
         self.tok = {name: f"<[{i}]>" for name, i in tokens.items()}
         self.rules: list[str] = []
         self.names: set[str] = set()
+        self.request = request  # None: not grounded
+        self.span_used = False
 
     def rule(self, name: str, body: str) -> str:
         if name not in self.names:
@@ -78,8 +136,30 @@ class _Grammar:
         esc = self.tok[ESCAPE]
         return f"{esc} STR_NONBLANK {esc}" if required else f"{esc} STR? {esc}"
 
-    def value(self, schema: Mapping[str, Any], name: str, required: bool) -> str:
-        """The expression for one value of ``schema``; ``name`` prefixes the rules it needs."""
+    def grounded(self, kind: str, schema: Mapping[str, Any], name: str) -> str | None:
+        """A string value that only the request can supply (see the module docstring); None: no candidate."""
+        esc = self.tok[ESCAPE]
+        if kind == "text":
+            self.span_used = True
+            return f"{esc} SPAN {esc}"
+        request = self.request or ""
+        if kind == "id":
+            values = id_spans(request)
+            if "global" in str(schema.get("description", "")).lower() and re.search(r"\bglobal\b", request, re.I):
+                values.append("global")
+        else:
+            values = name_spans(request)
+        values = [v for v in values if ESCAPE not in v]
+        if not values:
+            return None
+        return self.rule(f"{name}_grounded", f"{esc} ({' | '.join(_lit(v) for v in values)}) {esc}")
+
+    def value(self, schema: Mapping[str, Any], name: str, required: bool, key: str = "") -> str | None:
+        """The expression for one value of ``schema``; ``name`` prefixes the rules it needs. None: grounded and
+        the request offers no candidate."""
+        kind = grounding_kind(key, schema) if self.request is not None and key else None
+        if kind is not None:
+            return self.grounded(kind, schema, name)
         enum = schema.get("enum")
         ptype = str(schema.get("type", "")).lower()
         if enum:
@@ -121,7 +201,14 @@ class _Grammar:
         ``next`` (a comma goes before it), so the size is linear in the number of keys. ``None``: no keys."""
         props: Mapping[str, Any] = params.get("properties") or {}
         required = set(params.get("required") or [])
-        keys = sorted(props)
+        values: dict[str, str] = {}
+        for j, key in enumerate(sorted(props)):
+            expr = self.value(props[key], f"{name}_v{j}", key in required, key)
+            if expr is None and key in required:
+                raise _Unreachable(key)
+            if expr is not None:  # an optional argument the request cannot supply is left out
+                values[key] = expr
+        keys = list(values)
         n = len(keys)
 
         def ref(kind: str, j: int) -> str | None:
@@ -129,7 +216,7 @@ class _Grammar:
 
         for j in reversed(range(n)):  # later rules first, so each rule's references exist
             key = keys[j]
-            kv = self.rule(f"{name}_kv{j}", f"{_lit(key + ':')} {self.value(props[key], f'{name}_v{j}', key in required)}")
+            kv = self.rule(f"{name}_kv{j}", f"{_lit(key + ':')} {values[key]}")
             nxt, first = ref("next", j + 1), ref("first", j + 1)
             if key in required:
                 self.rule(f"{name}_next{j}", _seq('","', kv, nxt))
@@ -143,17 +230,21 @@ class _Grammar:
         t = self.tok
         alts = []
         for i, (tool_name, fn) in enumerate(tool_map(tools).items()):
-            args = self.arguments(fn.get("parameters") or {}, f"t{i}")
+            try:
+                args = self.arguments(fn.get("parameters") or {}, f"t{i}")
+            except _Unreachable:  # grounded: a required argument the request does not give
+                continue
             alts.append(self.rule(f"t{i}_call", _seq(_lit(tool_name + "{"), args, '"}"')))
         header = [
             "%llguidance {}",
-            "start: calls | answer",
-            f"calls: call+ {t[START_RESPONSE]}",
+            "start: calls | answer" if alts else "start: answer",
             # The model may also decline in no words at all (or end with <eos>): forbidding that would make a
             # model that wants to stop ramble on to max_new_tokens.
             f"answer: TEXT? ({t[END_OF_TURN]} | {t[EOS]})",
-            f'call: {t[START_CALL]} "call:" ({" | ".join(alts)}) {t[END_CALL]}',
         ]
+        if alts:
+            header += [f"calls: call+ {t[START_RESPONSE]}",
+                       f'call: {t[START_CALL]} "call:" ({" | ".join(alts)}) {t[END_CALL]}']
         controls = sorted(CONTROL_TOKEN_IDS)
         terminals = [
             # Strings: any text without the delimiter (spelled out, it would read as one); a user's literal
@@ -167,21 +258,29 @@ class _Grammar:
             r"NUMBER: /-?(0|[1-9][0-9]*)(\.[0-9]+)?/",
             r"KEY: /[A-Za-z_][A-Za-z0-9_.\-]*/",
         ]
+        if self.span_used:
+            # A span of the request's words, not starting or ending in white space, without the delimiter.
+            terminals.append(rf"SPAN: /{_NOT_BLANK}(?s:.*{_NOT_BLANK})?/ & ~{_without([ESCAPE])} & %regex "
+                             + json.dumps({"substring_words": self.request}, ensure_ascii=False))
         return "\n".join(header + self.rules + terminals) + "\n"
 
 
-def tool_call_grammar(tools: Sequence[Mapping[str, Any]], token_ids: Mapping[str, int] | None = None) -> str:
-    """The Lark grammar (llguidance dialect) of a model turn for ``tools``; control tokens by id."""
-    return _Grammar(token_ids or CONTROL_TOKEN_IDS).build(tools)
+def tool_call_grammar(tools: Sequence[Mapping[str, Any]], token_ids: Mapping[str, int] | None = None,
+                      request: str | None = None) -> str:
+    """The Lark grammar (llguidance dialect) of a model turn for ``tools``; control tokens by id. With
+    ``request``, grounded in it (see the module docstring)."""
+    return _Grammar(token_ids or CONTROL_TOKEN_IDS, request).build(tools)
 
 
 class ToolCallConstraint:
     """The grammar compiled for one tokenizer; one :meth:`matcher` per decoded sequence.
 
     ``allowed`` gives the [rows, vocab] boolean mask of the next choice; ``advance`` consumes the chosen token
-    and returns (already consumed) the tokens the grammar then forces."""
+    and returns (already consumed) the tokens the grammar then forces. With ``grounded``, ``matcher(request)``
+    compiles the grammar grounded in that request (a few ms; the last ``cache_size`` requests are kept)."""
 
-    def __init__(self, tokenizer: Any, tools: Sequence[Mapping[str, Any]]):
+    def __init__(self, tokenizer: Any, tools: Sequence[Mapping[str, Any]], grounded: bool = False,
+                 cache_size: int = 256):
         try:
             import llguidance
             import llguidance.hf
@@ -192,6 +291,9 @@ class ToolCallConstraint:
         import torch
 
         ids = {name: tokenizer.convert_tokens_to_ids(name) for name in CONTROL_TOKEN_IDS}
+        self.tools, self.token_ids, self.grounded = list(tools), ids, grounded
+        self._per_request: OrderedDict[str, Any] = OrderedDict()
+        self._cache_size = cache_size
         self.grammar_text = tool_call_grammar(tools, ids)
         # ~3 s for a 262k vocabulary (it indexes every token's bytes): once per Predictor.
         self.lltokenizer = llguidance.hf.from_tokenizer(tokenizer, eos_token=tokenizer.eos_token_id)
@@ -200,15 +302,31 @@ class ToolCallConstraint:
         if is_error:
             raise ValueError("the tools give an invalid grammar: " + "; ".join(messages))
         self._llguidance = llguidance
-        self._template = llguidance.LLMatcher(self.lltokenizer, self.grammar, log_level=0)
-        if self._template.is_error():
-            raise ValueError(f"the tools give an invalid grammar: {self._template.get_error()}")
+        self._template = self._compile(self.grammar_text)
         self.vocab_size = self.lltokenizer.vocab_size
         self._words = (self.vocab_size + 31) // 32
         self._shifts = torch.arange(32, dtype=torch.int32)
 
-    def matcher(self) -> Any:
-        return self._template.deep_copy()
+    def _compile(self, grammar_text: str) -> Any:
+        llg = self._llguidance
+        matcher = llg.LLMatcher(self.lltokenizer, llg.LLMatcher.grammar_from_lark(grammar_text), log_level=0)
+        if matcher.is_error():
+            raise ValueError(f"the tools give an invalid grammar: {matcher.get_error()}")
+        return matcher
+
+    def matcher(self, request: str | None = None) -> Any:
+        """A fresh matcher for one sequence: grounded in ``request`` when the constraint is grounded."""
+        if not self.grounded or request is None:
+            return self._template.deep_copy()
+        template = self._per_request.get(request)
+        if template is None:
+            template = self._compile(tool_call_grammar(self.tools, self.token_ids, request))
+            self._per_request[request] = template
+            if len(self._per_request) > self._cache_size:
+                self._per_request.popitem(last=False)
+        else:
+            self._per_request.move_to_end(request)
+        return template.deep_copy()
 
     def allowed(self, matchers: Sequence[Any], vocab_size: int) -> Any:
         """[len(matchers), vocab_size] bool: the tokens each matcher allows next. Vectorised: llguidance fills

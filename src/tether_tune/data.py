@@ -42,6 +42,7 @@ class Example:
     history: list[dict[str, Any]] = field(default_factory=list)  # earlier turns between developer and request
     tools: list[dict[str, Any]] | None = None  # the example's own tools (conversational data); None: the run's
     template: str | None = None  # generator template id: splits hold whole templates out
+    tags: list[str] = field(default_factory=list)  # gold data: style and kind ("spoken", "multi", ...), for reports
     source: str = ""  # "file:line", for messages
 
     @property
@@ -75,6 +76,8 @@ class Example:
         rec: dict[str, Any] = {"id": self.id, "query": self.request, "calls": calls}
         if self.template:
             rec["template"] = self.template
+        if self.tags:
+            rec["tags"] = list(self.tags)
         return rec
 
     def to_messages(self, tools: Sequence[Mapping[str, Any]] | None = None) -> dict[str, Any]:
@@ -191,8 +194,16 @@ def _from_gold(rec: Mapping[str, Any], source: str) -> Example:
         acceptable=acceptable,
         id=None if rec.get("id") is None else str(rec.get("id")),
         template=rec.get("template"),
+        tags=_tags(rec, source),
         source=source,
     )
+
+
+def _tags(rec: Mapping[str, Any], source: str) -> list[str]:
+    tags = rec.get("tags", [])
+    if not isinstance(tags, list) or not all(isinstance(t, str) and t for t in tags):
+        raise DataError(source, "tags", "expected a list of non-empty strings")
+    return list(tags)
 
 
 def parse_record(rec: Any, source: str) -> Example:

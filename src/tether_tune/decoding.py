@@ -166,12 +166,14 @@ class _Greedy:
     or accepted from drafts, whether it has ended, its grammar matcher and its draft source."""
 
     def __init__(self, suffixes: Sequence[Sequence[int]], stop_ids: Sequence[int], max_new_tokens: int,
-                 constraint: Any, speculate: int, sources: Sequence[Sequence[int]] | None):
+                 constraint: Any, speculate: int, sources: Sequence[Sequence[int]] | None,
+                 requests: Sequence[str] | None = None):
         B = len(suffixes)
         self.stop, self.max_new_tokens, self.constraint, self.speculate = set(stop_ids), max_new_tokens, constraint, speculate
         self.out: list[list[int]] = [[] for _ in range(B)]
         self.forced, self.accepted, self.done = [0] * B, [0] * B, [False] * B
-        self.matchers = [constraint.matcher() for _ in range(B)] if constraint is not None else None
+        requests = requests or [None] * B  # type: ignore[list-item]
+        self.matchers = [constraint.matcher(r) for r in requests] if constraint is not None else None
         self.sources = sources or [[] for _ in range(B)]
         self.pending: list[list[int]] = [list(s) for s in suffixes]  # decided, not yet fed to the model
         self.drafts: list[list[int]] = [[] for _ in range(B)]  # guessed, fed along to be verified
@@ -228,6 +230,7 @@ def decode_greedy(
     pad_id: int = 0,
     speculate: int = 0,
     sources: Sequence[Sequence[int]] | None = None,
+    requests: Sequence[str] | None = None,
 ) -> list[Decoded]:
     """Greedy decoding of each suffix after the shared prefix, all rows in one batch.
 
@@ -238,11 +241,13 @@ def decode_greedy(
     ``speculate`` > 0: up to that many draft tokens looked up in ``sources[b]`` (the request's own tokens) ride
     along in each forward; each is kept only if it is what greedy decoding would have chosen there (under the
     grammar too), so the output is the same tokens, in fewer forwards. Rejected drafts become padding slots.
+
+    ``requests``: the request text of each row, for a grounded ``constraint`` (its grammar is built per request).
     """
     import torch
 
     B = len(suffixes)
-    g = _Greedy(suffixes, stop_ids, max_new_tokens, constraint, speculate, sources)
+    g = _Greedy(suffixes, stop_ids, max_new_tokens, constraint, speculate, sources, requests)
     calls, t_prefill = 0, None
     with torch.inference_mode():
         t0 = time.perf_counter()

@@ -128,7 +128,8 @@ def generate(predictor: Any, requests: Sequence[str], batch_size: int, desc: str
 # `tether-tune evaluate`
 # --------------------------------------------------------------------------------------------------------------
 
-DECODINGS = ("constrained", "unconstrained")
+#: grounded: the tool schema, with ids, names and text only from the request; constrained: the schema alone.
+DECODINGS = ("grounded", "constrained", "unconstrained")
 
 
 @dataclass
@@ -142,7 +143,8 @@ class EvaluateConfig:
     tools: str | None = field(default=None, metadata={"help": TOOLS_HELP + " (or those of the run in --model_path)"})
     compare_base: bool = field(default=False, metadata={"help": "also evaluate the base model on the same examples, side by side"})
     constrained: bool = field(default=True, metadata={"help": "grammar-constrained decoding (unless --decoding is given)"})
-    decoding: str | None = field(default=None, metadata={"help": "comma list of decodings to evaluate, e.g. constrained,unconstrained"})
+    grounded: bool = field(default=True, metadata={"help": "with --constrained: values only from the request (unless --decoding is given)"})
+    decoding: str | None = field(default=None, metadata={"help": "comma list of decodings to evaluate: grounded (schema, and values only from the request), constrained (schema alone), unconstrained; e.g. grounded,constrained,unconstrained"})
     max_examples: int | None = field(default=None, metadata={"help": "score only the first N gold examples"})
     batch_size: int = field(default=8, metadata={"help": "requests generated together (1 for honest per-example latency)"})
     max_new_tokens: int = field(default=128, metadata={"help": "generation limit per request"})
@@ -153,7 +155,9 @@ class EvaluateConfig:
     def decodings(self) -> list[str]:
         if self.decoding:
             return [d.strip() for d in self.decoding.split(",") if d.strip()]
-        return ["constrained" if self.constrained else "unconstrained"]
+        if not self.constrained:
+            return ["unconstrained"]
+        return ["grounded" if self.grounded else "constrained"]
 
     def validate(self) -> None:
         if not self.test_file:
@@ -205,7 +209,8 @@ def _evaluate_model(cfg: EvaluateConfig, examples: list[Example], tools: list[di
         label, model = models.pop(0)
         for decoding in cfg.decodings():
             predictor = Predictor.load(model, tools=tools, device=cfg.device, dtype=cfg.dtype,
-                                       constrained=decoding == "constrained", max_new_tokens=cfg.max_new_tokens)
+                                       constrained=decoding != "unconstrained", grounded=decoding == "grounded",
+                                       max_new_tokens=cfg.max_new_tokens)
             name = f"{label} ({decoding})" if several else label
             preds, wall = generate(predictor, requests, cfg.batch_size, desc=name)
             unfinished = [any("max_new_tokens" in e for e in p.errors) for p in preds]

@@ -35,7 +35,8 @@ class _Reader:
 
     def expect(self, s: str, what: str | None = None) -> None:
         if not self.startswith(s):
-            if self.pos >= len(self.text):
+            rest = self.text[self.pos :]
+            if s.startswith(rest):  # the text ended inside the literal (or right before it)
                 raise self.error(f"truncated: expected {what or repr(s)} but the text ended")
             raise self.error(f"expected {what or repr(s)}")
         self.pos += len(s)

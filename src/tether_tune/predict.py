@@ -5,7 +5,8 @@ tokens on the real model): :class:`Predictor` encodes it once, runs it through t
 KV cache. A request then costs only its own suffix (``<start_of_turn>user\\n...<end_of_turn>\\n<start_of_turn>
 model\\n``, a few dozen tokens) plus greedy decoding. With ``constrained=True`` the tool schema drives decoding
 (``tether_tune.constrain``): only valid calls or a text answer can come out, and tokens the grammar forces are
-appended without asking the model for a choice.
+appended without asking the model for a choice. With ``grounded=True`` (the default with ``constrained``) the
+grammar is built per request, so ids, names and free text can only be what the request says.
 
 The engine (the cache, its masks, the greedy loop) is ``tether_tune.decoding``.
 """
@@ -83,6 +84,7 @@ class Predictor:
         max_new_tokens: int = 128,
         base_model: str = "",
         speculate: int = 8,
+        grounded: bool = True,
     ):
         from .tokenizer import encode_segments, stop_token_ids
 
@@ -100,7 +102,7 @@ class Predictor:
         if constrained:
             from .constrain import ToolCallConstraint
 
-            self.constraint = ToolCallConstraint(tokenizer, self.tools)
+            self.constraint = ToolCallConstraint(tokenizer, self.tools, grounded=grounded)
 
     @property
     def constrained(self) -> bool:
@@ -116,17 +118,19 @@ class Predictor:
         constrained: bool = True,
         max_new_tokens: int = 128,
         speculate: int = 8,
+        grounded: bool = True,
     ) -> "Predictor":
         """``model``: a training output directory (its base model with the LoRA merged in, its tokenizer, tools and
         developer text: ``rundir.load_run``), a model directory, a hub name, a ``.gguf`` or the offline preset.
         ``tools``: a list or a tools file; default the run's tools, else CodeTether's.
-        ``speculate``: draft tokens copied from the request per forward (0: off); the output does not change."""
+        ``speculate``: draft tokens copied from the request per forward (0: off); the output does not change.
+        ``grounded`` (with ``constrained``): ids, names and free text only from the request."""
         from .rundir import load_run
 
         run = load_run(model, tools=tools, dtype=dtype, device=device)
         run.model.eval()
         return cls(run.model, run.tokenizer, run.tools, run.developer, constrained, max_new_tokens, run.base_model,
-                   speculate)
+                   speculate, grounded)
 
     def encode(self, request: str) -> list[int]:
         """The full prompt's ids for ``request`` (what the uncached path would feed the model)."""
@@ -168,6 +172,7 @@ class Predictor:
                 self.pad_id,
                 self.speculate,
                 [[t for t in suffixes[i] if t not in controls] for i in idx],  # the request's own tokens
+                [requests[i] for i in idx],  # what a grounded grammar is built from
             )
             for i, d in zip(idx, decoded):
                 raw = decode(self.tokenizer, d.ids)
@@ -200,6 +205,9 @@ class PredictConfig:
     )
     tools: str | None = field(default=None, metadata={"help": TOOLS_HELP + " (or those of the run in --model_path)"})
     constrained: bool = field(default=True, metadata={"help": "decode under the tool schema: never an invalid call"})
+    grounded: bool = field(default=True, metadata={
+        "help": "with --constrained: ids, agent names and free text can only be spans of the request, and a call "
+                "whose required id the request lacks cannot be made (--no-grounded: the schema alone)"})
     max_new_tokens: int = field(default=128, metadata={"help": "stop after this many new tokens"})
     speculate: int = field(
         default=8, metadata={"help": "draft tokens copied from the request, verified per forward (0: off; same output)"}
@@ -252,7 +260,8 @@ def run_predict(cfg: PredictConfig) -> int:
         items += read_requests(cfg.input_file)
     t0 = time.perf_counter()
     predictor = Predictor.load(
-        cfg.model_path, cfg.tools, cfg.device, cfg.dtype, cfg.constrained, cfg.max_new_tokens, cfg.speculate
+        cfg.model_path, cfg.tools, cfg.device, cfg.dtype, cfg.constrained, cfg.max_new_tokens, cfg.speculate,
+        cfg.grounded
     )
     _log(f"loaded {cfg.model_path} in {time.perf_counter() - t0:.1f} s (prefix: {len(predictor.prefix.ids)} tokens)")
     predictions = predictor.predict_batch([r for _, r in items], batch_size=cfg.batch_size)

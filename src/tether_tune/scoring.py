@@ -25,6 +25,9 @@ Metric definitions (per example unless said; n = number of examples):
 - **schema_valid_rate**: outputs that parse and whose every call validates after coercion (no calls: valid).
 - **no_call_precision / no_call_recall**: positive class "answered in words" = the output parses and has no
   call. precision = right no-calls / predicted no-calls; recall = right no-calls / gold no-calls.
+- **multi_call_exact_accuracy**: exact-call accuracy over the examples whose gold has two or more calls
+  (``multi_call_n`` of them; 1.0 when there are none, as every ratio with nothing on either side).
+- **per_tag[T]**: the metrics above over the examples tagged T (gold data's ``tags``; empty without tags).
 - **per_tool[T]**: the metrics above over the examples whose gold calls include T (an example with several
   gold calls counts once under each of its tools; "(no call)" for no-call gold), plus ``tool_precision`` /
   ``tool_recall`` one-vs-rest over all examples (called T anywhere vs gold includes T); for "(no call)"
@@ -55,8 +58,8 @@ NO_CALL = "(no call)"
 UNPARSABLE = "(unparsable)"
 REPORT_KEYS = (
     "n", "exact_call_accuracy", "tool_selection_accuracy", "argument_precision", "argument_recall",
-    "argument_f1", "parse_rate", "schema_valid_rate", "no_call_precision", "no_call_recall", "per_tool",
-    "confusion", "failures",
+    "argument_f1", "parse_rate", "schema_valid_rate", "no_call_precision", "no_call_recall",
+    "multi_call_exact_accuracy", "multi_call_n", "per_tool", "confusion", "failures", "per_tag",
 )
 HEADLINE = (
     ("exact_call_accuracy", "exact-call accuracy"),
@@ -68,6 +71,7 @@ HEADLINE = (
     ("schema_valid_rate", "schema-valid rate"),
     ("no_call_precision", "no-call precision"),
     ("no_call_recall", "no-call recall"),
+    ("multi_call_exact_accuracy", "multi-call exact"),
 )
 _MAX_PAIRINGS = 50_000  # past this many pairings of calls, pair greedily instead
 
@@ -244,6 +248,7 @@ def _metrics(rows: Sequence[_Scored]) -> dict[str, Any]:
     nc_pred = sum(r.pred_no_call for r in rows)
     nc_gold = sum(r.gold_no_call for r in rows)
     nc_tp = sum(r.pred_no_call and r.gold_no_call for r in rows)
+    multi = [r for r in rows if len(r.gold_names) > 1]
     return {
         "n": n,
         "exact_call_accuracy": _ratio(sum(r.exact for r in rows), n, n),
@@ -255,6 +260,8 @@ def _metrics(rows: Sequence[_Scored]) -> dict[str, Any]:
         "schema_valid_rate": _ratio(sum(r.schema_ok for r in rows), n, n),
         "no_call_precision": _ratio(nc_tp, nc_pred, nc_gold),
         "no_call_recall": _ratio(nc_tp, nc_gold, nc_pred),
+        "multi_call_exact_accuracy": _ratio(sum(r.exact for r in multi), len(multi), len(multi)),
+        "multi_call_n": len(multi),
     }
 
 
@@ -324,6 +331,8 @@ def score(
         for i, (ex, out, r) in enumerate(zip(examples, outputs, rows))
         if not r.exact
     ]
+    tags = list(dict.fromkeys(t for ex in examples for t in ex.tags))
+    report["per_tag"] = {t: _metrics([r for r, ex in zip(rows, examples) if t in ex.tags]) for t in tags}
     report["meta"] = {"coerced_outputs": sum(r.coerced for r in rows), "unfinished_outputs": sum(unfinished)}
     return report
 
@@ -364,6 +373,12 @@ def markdown_summary(report: Mapping[str, Any], title: str = "Evaluation", max_f
     for name, m in report["per_tool"].items():
         out.append(f"| {name} | {m['n']} | {_pct(m['exact_call_accuracy'])} | {_pct(m['tool_selection_accuracy'])}"
                    f" | {_pct(m['argument_f1'])} | {_pct(m['tool_precision'])} | {_pct(m['tool_recall'])} |")
+    if report.get("per_tag"):
+        out += ["", "## Per tag", "", "| tag | n | exact | tool selection | argument F1 | no-call recall |",
+                "|---|---:|---:|---:|---:|---:|"]
+        for name, m in report["per_tag"].items():
+            out.append(f"| {name} | {m['n']} | {_pct(m['exact_call_accuracy'])} | {_pct(m['tool_selection_accuracy'])}"
+                       f" | {_pct(m['argument_f1'])} | {_pct(m['no_call_recall'])} |")
     conf = report["confusion"]
     out += ["", "## Confusion (rows: gold, columns: predicted)", ""]
     out += ["| gold \\ predicted | " + " | ".join(conf["labels"]) + " |", "|---" + "|---:" * len(conf["labels"]) + "|"]
@@ -395,4 +410,11 @@ def compare_markdown(reports: Mapping[str, Mapping[str, Any]], title: str | None
     for t in tools:
         cells = [_pct(r["per_tool"][t]["exact_call_accuracy"]) if t in r["per_tool"] else "–" for r in reports.values()]
         out.append(f"| {t} | " + " | ".join(cells) + " |")
+    tags = list(dict.fromkeys(t for r in reports.values() for t in r.get("per_tag", {})))
+    if tags:
+        out += ["", "| exact-call accuracy by tag | " + " | ".join(names) + " |", "|---" + "|---:" * len(names) + "|"]
+        for t in tags:
+            cells = [_pct(r["per_tag"][t]["exact_call_accuracy"]) if t in r.get("per_tag", {}) else "–"
+                     for r in reports.values()]
+            out.append(f"| {t} | " + " | ".join(cells) + " |")
     return "\n".join(out) + "\n"
