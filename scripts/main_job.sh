@@ -13,6 +13,8 @@ SEED=${SEED:-0}
 EPOCHS=${EPOCHS:-3}
 EVAL_SAMPLES=${EVAL_SAMPLES:-24}
 NO_CALL=${NO_CALL:-50}                 # requests answered in words (the generator's default is 50 of 410)
+HANDWRITTEN_DECODINGS=${HANDWRITTEN_DECODINGS:-grounded,constrained,unconstrained}
+LATENCY=${LATENCY:-0}                  # 1: also time one request at a time (benchmarks/bench_latency.py does it too)
 export HF_HUB_DISABLE_TELEMETRY=1 TOKENIZERS_PARALLELISM=false
 
 start=$(date +%s)
@@ -33,14 +35,21 @@ python finetune.py --model_name_or_path "$MODEL" \
   --learning_rate 3e-4 --eval_samples "$EVAL_SAMPLES" --seed "$SEED"
 
 # Accuracy side by side. The base model never stops by itself (it runs to --max_new_tokens on every request),
-# so requests go 8 at a time here; per-request latency is measured alone, at batch size 1, just below.
-step "evaluate the held-out test split: base vs fine-tuned, constrained vs unconstrained"
+# so requests go 8 at a time here. Grounded decoding (ids, names and text only from the request) is the default;
+# plain constrained (the schema alone) and unconstrained decoding are measured beside it.
+step "evaluate the held-out test split: base vs fine-tuned, grounded vs unconstrained"
 python finetune.py --evaluate --model_path "$RUN/model" --test_file "$RUN/data/codetether.test.jsonl" \
-  --compare_base --decoding constrained,unconstrained --batch_size 8 --output "$RUN/eval_report.json"
+  --compare_base --decoding grounded,unconstrained --batch_size 8 --output "$RUN/eval_report.json"
 
-step "latency of the fine-tuned model, one request at a time"
-python finetune.py --evaluate --model_path "$RUN/model" --test_file "$RUN/data/codetether.test.jsonl" \
-  --decoding constrained,unconstrained --batch_size 1 --output "$RUN/latency_report.json"
+step "evaluate the independent hand-written test set (eval/handwritten.jsonl): grounded vs constrained vs unconstrained"
+python finetune.py --evaluate --model_path "$RUN/model" --test_file eval/handwritten.jsonl \
+  --decoding "$HANDWRITTEN_DECODINGS" --batch_size 8 --output "$RUN/handwritten_report.json"
+
+if [[ "$LATENCY" == 1 ]]; then
+  step "latency of the fine-tuned model, one request at a time"
+  python finetune.py --evaluate --model_path "$RUN/model" --test_file "$RUN/data/codetether.test.jsonl" \
+    --decoding grounded,unconstrained --batch_size 1 --output "$RUN/latency_report.json"
+fi
 
 step "done"
-echo "reports: $RUN/eval_report.md, $RUN/latency_report.md; model: $RUN/model; training log: $RUN/model/metrics.jsonl"
+echo "reports: $RUN/eval_report.md, $RUN/handwritten_report.md; model: $RUN/model; training log: $RUN/model/metrics.jsonl"

@@ -50,8 +50,25 @@ def main(run: str) -> int:
     print("| metric | " + " | ".join(cols) + " |")
     print("|---|" + "---|" * len(cols))
     for key in ("exact_call_accuracy", "tool_selection_accuracy", "argument_f1", "parse_rate", "schema_valid_rate",
-                "no_call_precision", "no_call_recall"):
+                "no_call_precision", "no_call_recall", "multi_call_exact_accuracy"):
         print(f"| {key} | " + " | ".join(_pct(runs[c].get(key)) for c in cols) + " |")
+    handwritten_path = run_dir / "handwritten_report.json"
+    if handwritten_path.exists():
+        hw = json.loads(handwritten_path.read_text())
+        hw_runs = {hw["meta"]["label"]: hw, **hw.get("compare", {})}
+        cols = list(hw_runs)
+        print("\nIndependent hand-written test set (eval/handwritten.jsonl):\n")
+        print("| metric | " + " | ".join(cols) + " |")
+        print("|---|" + "---|" * len(cols))
+        for key in ("exact_call_accuracy", "tool_selection_accuracy", "argument_f1", "no_call_precision",
+                    "no_call_recall", "multi_call_exact_accuracy"):
+            print(f"| {key} | " + " | ".join(_pct(hw_runs[c].get(key)) for c in cols) + " |")
+        tags = list(dict.fromkeys(t for r in hw_runs.values() for t in r.get("per_tag", {})))
+        print("\n| exact-call accuracy by tag | " + " | ".join(cols) + " |")
+        print("|---|" + "---|" * len(cols))
+        for t in tags:
+            print(f"| {t} | " + " | ".join(_pct(hw_runs[c].get("per_tag", {}).get(t, {}).get("exact_call_accuracy"))
+                                         for c in cols) + " |")
     if latency:
         lat_runs = {latency["meta"]["label"]: latency, **latency.get("compare", {})}
         print("\nPer-request latency of the fine-tuned model on this CPU (batch size 1):\n")
