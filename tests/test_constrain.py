@@ -349,8 +349,8 @@ def test_grounded_output_only_says_what_the_request_says(predictor: Predictor, s
                                                          call_boost: float, escape_boost: float) -> None:
     """Whatever the (noisy) model prefers, every id, name and text value comes from its request, and requests
     without an id never get a call that needs one."""
-    from tether_tune.constrain import grounding_kind, id_spans, name_spans
-    from tether_tune.tools import tool_map
+    from tether_tune.constrain import id_spans, name_spans
+    from tether_tune.tools import grounding_kind, tool_map
 
     model = Noisy(predictor.model, seed, noise, {C["<start_function_call>"]: call_boost, C["<escape>"]: escape_boost})
     pred = Predictor(model, predictor.tokenizer, predictor.tools, constrained=True, max_new_tokens=64)

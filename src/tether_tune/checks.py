@@ -9,7 +9,7 @@ from typing import Any, Mapping, Sequence
 from .data import Example
 from .format import Call
 from .text import normalize_text, words as words_of
-from .tools import tool_map, validate_call
+from .tools import grounding_kind, tool_map, validate_call
 
 
 #: Words people use for enum values; a value in the target must be named (or a synonym said) in the request.
@@ -51,16 +51,18 @@ def grounding_problems(example: Example, tools: Sequence[Mapping[str, Any]]) -> 
                 if str(value) not in request_words and str(value) not in low:
                     problems.append(f"{where}: the number is not in the request")
             elif isinstance(value, str):
-                if prop.get("enum"):
+                # A string value is read as a string argument, whatever (or whether) its schema says.
+                kind = grounding_kind(key, {**prop, "type": "string"})
+                if kind is None:  # an enum
                     names = ENUM_SYNONYMS.get(value, (value,))
                     # Whole words (and their inflections) only: "summarized" states `summary`, but "rebuild" does
                     # not state `build`, nor does "abandoned" say "done".
                     if not any(re.search(rf"(?<![a-z0-9]){re.escape(n)}(?:s|d|ed|ing)?(?![a-z0-9])", low) for n in names):
                         problems.append(f"{where}: the request names neither the value nor a synonym of it")
-                elif key.endswith("_id"):
+                elif kind == "id":
                     if value not in request:
                         problems.append(f"{where}: the id is not copied verbatim from the request")
-                elif key.endswith("_name"):
+                elif kind == "name":
                     if normalize_text(value) not in normalize_text(request):
                         problems.append(f"{where}: the name is not in the request")
                 else:

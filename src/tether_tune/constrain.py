@@ -52,7 +52,7 @@ from .format import (
     START_CALL,
     START_RESPONSE,
 )
-from .tools import tool_map
+from .tools import grounding_kind, tool_map
 
 #: An integer range with at most this many values is written out value by value (exact bounds);
 #: a larger one is "digits" with the sign the minimum allows.
@@ -92,18 +92,6 @@ def name_spans(request: str, max_words: int = MAX_NAME_WORDS) -> list[str]:
     words = [w for w in words if w]
     spans = ("-".join(words[i : i + n]) for n in range(1, max_words + 1) for i in range(len(words) - n + 1))
     return list(dict.fromkeys(spans))
-
-
-def grounding_kind(key: str, schema: Mapping[str, Any]) -> str | None:
-    """How a string argument is grounded in the request: ``"id"``, ``"name"``, ``"text"``; None: not at all
-    (enums, numbers and other types are constrained by the schema alone)."""
-    if schema.get("enum") or str(schema.get("type", "")).lower() != "string":
-        return None
-    if key.endswith("_id"):
-        return "id"
-    if key.endswith("_name"):
-        return "name"
-    return "text"
 
 
 class _Unreachable(Exception):
@@ -297,19 +285,23 @@ class ToolCallConstraint:
         self.grammar_text = tool_call_grammar(tools, ids)
         # ~3 s for a 262k vocabulary (it indexes every token's bytes): once per Predictor.
         self.lltokenizer = llguidance.hf.from_tokenizer(tokenizer, eos_token=tokenizer.eos_token_id)
-        self.grammar = llguidance.LLMatcher.grammar_from_lark(self.grammar_text)
-        is_error, messages = llguidance.LLMatcher.validate_grammar_with_warnings(self.grammar, self.lltokenizer)
-        if is_error:
-            raise ValueError("the tools give an invalid grammar: " + "; ".join(messages))
         self._llguidance = llguidance
-        self._template = self._compile(self.grammar_text)
+        self._template = self._compile(self.grammar_text, validate=True)
         self.vocab_size = self.lltokenizer.vocab_size
         self._words = (self.vocab_size + 31) // 32
         self._shifts = torch.arange(32, dtype=torch.int32)
 
-    def _compile(self, grammar_text: str) -> Any:
+    def _compile(self, grammar_text: str, validate: bool = False) -> Any:
+        """A matcher for the grammar. ``validate``: first check the grammar against the tokenizer, with llguidance's
+        own messages (done once, for the schema grammar; a request's grounded grammar differs from it only in its
+        literal alternatives and span terminal)."""
         llg = self._llguidance
-        matcher = llg.LLMatcher(self.lltokenizer, llg.LLMatcher.grammar_from_lark(grammar_text), log_level=0)
+        grammar = llg.LLMatcher.grammar_from_lark(grammar_text)
+        if validate:
+            is_error, messages = llg.LLMatcher.validate_grammar_with_warnings(grammar, self.lltokenizer)
+            if is_error:
+                raise ValueError("the tools give an invalid grammar: " + "; ".join(messages))
+        matcher = llg.LLMatcher(self.lltokenizer, grammar, log_level=0)
         if matcher.is_error():
             raise ValueError(f"the tools give an invalid grammar: {matcher.get_error()}")
         return matcher

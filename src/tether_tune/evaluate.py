@@ -197,6 +197,7 @@ def _output_path(cfg: EvaluateConfig) -> Path:
 def _evaluate_model(cfg: EvaluateConfig, examples: list[Example], tools: list[dict]) -> dict[str, dict[str, Any]]:
     """label -> report, for the model (and the base model) under each decoding."""
     from .predict import Predictor
+    from .rundir import load_run
 
     if any(ex.history or ex.developer for ex in examples):
         print("note: earlier turns and developer context of the gold examples are not given to the model "
@@ -207,10 +208,10 @@ def _evaluate_model(cfg: EvaluateConfig, examples: list[Example], tools: list[di
     several = cfg.compare_base or len(cfg.decodings()) > 1
     while models:
         label, model = models.pop(0)
+        run = load_run(model, tools=tools, dtype=cfg.dtype, device=cfg.device)  # once per model, whatever the decodings
         for decoding in cfg.decodings():
-            predictor = Predictor.load(model, tools=tools, device=cfg.device, dtype=cfg.dtype,
-                                       constrained=decoding != "unconstrained", grounded=decoding == "grounded",
-                                       max_new_tokens=cfg.max_new_tokens)
+            predictor = Predictor.from_run(run, constrained=decoding != "unconstrained", grounded=decoding == "grounded",
+                                           max_new_tokens=cfg.max_new_tokens)
             name = f"{label} ({decoding})" if several else label
             preds, wall = generate(predictor, requests, cfg.batch_size, desc=name)
             unfinished = [any("max_new_tokens" in e for e in p.errors) for p in preds]
@@ -218,13 +219,13 @@ def _evaluate_model(cfg: EvaluateConfig, examples: list[Example], tools: list[di
             report["latency"] = latency_summary([p.timings for p in preds], wall, cfg.batch_size)
             report["meta"].update(model=str(model), decoding=decoding)
             reports[name] = report
-            if cfg.compare_base and label != "base":
-                base = getattr(predictor, "base_model", None)
-                if not base or str(base) == str(model):
-                    print(f"note: --compare_base: {model} is its own base model; nothing to compare", file=sys.stderr)
-                elif not any(m[0] == "base" for m in models):
-                    models.append(("base", base))
             del predictor
+        if cfg.compare_base and label != "base":
+            if not run.base_model or str(run.base_model) == str(model):
+                print(f"note: --compare_base: {model} is its own base model; nothing to compare", file=sys.stderr)
+            else:
+                models.append(("base", run.base_model))
+        del run
     return reports
 
 

@@ -265,15 +265,17 @@ def load_model_and_tokenizer(
     dtype: str = "auto",
     device: str = "auto",
     adapter: str | os.PathLike | None = None,
+    tokenizer: str | os.PathLike | None = None,
 ) -> tuple[Any, Any]:
     """Load ``(model, tokenizer)`` in eval mode, after checking that every control token is one id with
-    FunctionGemma's id. ``adapter``: a PEFT (LoRA) adapter directory loaded on top."""
+    FunctionGemma's id. ``adapter``: a PEFT (LoRA) adapter directory loaded on top. ``tokenizer``: where the
+    tokenizer comes from (default: the model's own), e.g. the run directory an adapter was trained in."""
     from transformers import AutoModelForCausalLM
 
     dev = pick_device(device)
     torch_dtype = pick_dtype(dtype, dev)
     path = resolve_model(name_or_path)
-    tok = load_tokenizer(path)
+    tok = load_tokenizer(path if tokenizer is None else tokenizer)
     with _loading(path, "model"):
         model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype, attn_implementation=ATTN_IMPLEMENTATION)
     model.to(dev)

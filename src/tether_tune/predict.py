@@ -127,8 +127,13 @@ class Predictor:
         ``grounded`` (with ``constrained``): ids, names and free text only from the request."""
         from .rundir import load_run
 
-        run = load_run(model, tools=tools, dtype=dtype, device=device)
-        run.model.eval()
+        return cls.from_run(load_run(model, tools=tools, dtype=dtype, device=device), constrained, max_new_tokens,
+                            speculate, grounded)
+
+    @classmethod
+    def from_run(cls, run: Any, constrained: bool = True, max_new_tokens: int = 128, speculate: int = 8,
+                 grounded: bool = True) -> "Predictor":
+        """A predictor over an already loaded ``rundir.LoadedRun`` (several decodings share one loaded model)."""
         return cls(run.model, run.tokenizer, run.tools, run.developer, constrained, max_new_tokens, run.base_model,
                    speculate, grounded)
 

@@ -171,7 +171,7 @@ def load_run(path: str | os.PathLike, tools: str | os.PathLike | Sequence[Mappin
              dtype: str = "auto", device: str = "auto", merge: bool = True) -> LoadedRun:
     """Load a run directory (base model + adapter, merged unless ``merge=False``; its own tokenizer, tools and
     developer text) or any other model argument (``modeling.resolve_model``) with the given or default tools."""
-    from .modeling import load_model_and_tokenizer, load_tokenizer
+    from .modeling import load_model_and_tokenizer
 
     name = os.fspath(path)
     run = Path(name).expanduser()
@@ -180,12 +180,13 @@ def load_run(path: str | os.PathLike, tools: str | os.PathLike | Sequence[Mappin
         base = info.base_model if info else _read_json(run / ADAPTER_CONFIG).get("base_model_name_or_path")
         if not base:
             raise ModelNotFoundError(f"{run}: no base model named in {RUN_INFO_FILE} or {ADAPTER_CONFIG}")
-        model, tokenizer = load_model_and_tokenizer(base, dtype=dtype, device=device, adapter=run)
+        # The tokenizer the adapter was trained with, when the run saved one (it always does).
+        own_tokenizer = run if (run / TOKENIZER_FILE).is_file() else None
+        model, tokenizer = load_model_and_tokenizer(base, dtype=dtype, device=device, adapter=run,
+                                                    tokenizer=own_tokenizer)
         if merge:
             model = model.merge_and_unload()  # plain weights again: no LoRA matmuls at inference
             model.eval()
-        if (run / TOKENIZER_FILE).is_file():  # the tokenizer the adapter was trained with
-            tokenizer = load_tokenizer(run)
         base_model = str(base)
     else:
         model, tokenizer = load_model_and_tokenizer(name, dtype=dtype, device=device)

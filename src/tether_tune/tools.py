@@ -145,6 +145,20 @@ def _type_error(value: Any, ptype: str) -> str | None:
     return None if ok else f"expected {ptype}, got {type(value).__name__} {value!r}"
 
 
+def grounding_kind(key: str, schema: Mapping[str, Any]) -> str | None:
+    """How a string argument must be stated in its request — the one rule for the data checks
+    (``checks.grounding_problems``) and grounded decoding (``constrain``): ``"id"`` (a key ending in ``_id``: copied
+    verbatim), ``"name"`` (ending in ``_name``: its words, spaces or hyphens aside), ``"text"`` (any other string:
+    the request's words). None: an enum or a non-string, which the schema alone constrains."""
+    if schema.get("enum") or str(schema.get("type", "")).lower() != "string":
+        return None
+    if key.endswith("_id"):
+        return "id"
+    if key.endswith("_name"):
+        return "name"
+    return "text"
+
+
 def validate_call(call: Call, tools: Sequence[Mapping[str, Any]]) -> list[str]:
     """Everything wrong with ``call`` against the schema; empty when it is a valid call."""
     fns = tool_map(tools)
