@@ -14,12 +14,12 @@ from .tools import grounding_kind, tool_map, validate_call
 
 #: Words people use for enum values; a value in the target must be named (or a synonym said) in the request.
 ENUM_SYNONYMS: dict[str, tuple[str, ...]] = {
-    "pending": ("pending", "queued", "waiting", "not started"),
+    "pending": ("pending", "queued", "waiting", "not started", "hasn't started", "not yet started"),
     "working": ("working", "running", "in progress", "in-progress", "active", "ongoing", "being worked on"),
     "completed": ("completed", "complete", "done", "finished", "succeeded", "successful"),
-    "failed": ("failed", "failing", "errored", "broken", "crashed", "failures"),
+    "failed": ("failed", "failing", "errored", "broken", "broke", "crashed", "failures"),
     "cancelled": ("cancelled", "canceled", "aborted", "called off"),
-    "verbatim": ("verbatim", "word for word", "word-for-word", "exact", "exactly", "full transcript", "in full", "everything"),
+    "verbatim": ("verbatim", "word for word", "word-for-word", "exact", "exactly", "full transcript", "in full", "everything", "every word"),
     "summary": ("summary", "summarize", "summarise", "recap", "overview", "gist", "short version", "tl;dr", "tldr", "brief"),
     "build": ("build", "builder", "building"),
     "plan": ("plan", "planner", "planning"),
@@ -27,6 +27,18 @@ ENUM_SYNONYMS: dict[str, tuple[str, ...]] = {
     "explore": ("explore", "explorer", "exploration", "exploring"),
     "forage": ("forage", "forager", "foraging"),
 }
+
+#: Numbers people write as words ("priority seven").
+NUMBER_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten")
+
+
+def number_stated(value: int | float, request: str) -> bool:
+    """Whether ``request`` (lower-cased) states ``value``: as digits ("7", "p7", "priority: 7") or, for 0-10, as a
+    word ("seven")."""
+    if re.search(rf"(?<![0-9.]){re.escape(str(value))}(?![0-9])", request):
+        return True
+    return isinstance(value, int) and 0 <= value <= 10 and re.search(rf"\b{NUMBER_WORDS[value]}\b", request) is not None
+
 
 _STOP = {"the", "and", "for", "with", "that", "this", "are", "was", "from", "into", "you", "our", "its", "all"}
 
@@ -48,7 +60,7 @@ def grounding_problems(example: Example, tools: Sequence[Mapping[str, Any]]) -> 
             if isinstance(value, bool):
                 continue
             if isinstance(value, (int, float)):
-                if str(value) not in request_words and str(value) not in low:
+                if not number_stated(value, low):
                     problems.append(f"{where}: the number is not in the request")
             elif isinstance(value, str):
                 # A string value is read as a string argument, whatever (or whether) its schema says.

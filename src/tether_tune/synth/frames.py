@@ -125,3 +125,6 @@ class Pool:
     messages_do: list[str] = field(default_factory=lambda: list(values.MESSAGES_DO))
     messages_know: list[str] = field(default_factory=lambda: list(values.MESSAGES_KNOW))
     agents: list[str] = field(default_factory=lambda: list(values.AGENTS))
+    components: list[str] = field(default_factory=lambda: list(values.COMPONENTS))
+    agent_areas: list[str] = field(default_factory=lambda: list(values.AGENT_AREAS))
+    twins: dict[str, list[str]] = field(default_factory=lambda: {k: list(v) for k, v in templates.TWINS.items()})

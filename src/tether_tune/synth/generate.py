@@ -24,14 +24,14 @@ from ..format import Call
 from . import templates, values
 from .frames import ENUMS, PRESENCE, SLOT_ARG, TOOL_ARGS, TOOLS, Frame, GenerateError, Pool, all_frames
 from .frames import ARG_SLOT  # noqa: F401  (tests read the whole vocabulary here, beside make_example)
-from .realise import Realiser, unstated_enum_words
+from .realise import STYLES, Realiser, unstated_enum_words
 
 #: Kinds of example a count can be given for: one per tool (exactly one call of it), then these two.
 FAMILIES = TOOLS + ("parallel", "no_call")
-#: The default training mix: 410 examples, 12% answered in words, 7% with two calls.
+#: The default training mix: 1040 examples, 25% answered in words (six kinds), 14% with two or three calls.
 DEFAULT_COUNTS: dict[str, int] = {
-    "create_task": 80, "list_tasks": 50, "get_task": 35, "cancel_task": 35, "get_session_history": 30,
-    "playback_session": 30, "discover_agents": 25, "send_message": 45, "parallel": 30, "no_call": 50,
+    "create_task": 160, "list_tasks": 90, "get_task": 60, "cancel_task": 60, "get_session_history": 50,
+    "playback_session": 60, "discover_agents": 40, "send_message": 110, "parallel": 150, "no_call": 260,
 }
 
 
@@ -80,7 +80,11 @@ def make_pools(fractions: Mapping[str, float], seed: int) -> dict[str, Pool]:
         dealt = _partition(groups[group], fractions, rng, f"{group} templates", optional=group.endswith(".special"))
         for name, fs in dealt.items():
             pools[name].frames.setdefault(group.split(".")[0], []).extend(sorted(fs, key=lambda f: f.id))
-    for attr in ("tasks", "messages_do", "messages_know", "agents"):
+    for tool in sorted(templates.TWINS):
+        pools_twins = _partition(templates.TWINS[tool], fractions, rng, f"{tool} twin templates", optional=True)
+        for name, texts in pools_twins.items():
+            pools[name].twins[tool] = texts
+    for attr in ("tasks", "messages_do", "messages_know", "agents", "components", "agent_areas"):
         dealt = _partition(getattr(values, attr.upper()), fractions, rng, attr)
         for name, share in dealt.items():
             setattr(pools[name], attr, share)
@@ -159,6 +163,72 @@ def _target(frame: Frame, args: Mapping[str, Any], stated: Mapping[str, Any], re
     return calls
 
 
+#: How the parts of a several-call request are joined (the second part starts lower-case unless a sentence).
+JOINERS = [" and ", ", then ", ", and then ", ". Also, ", ". Then ", "; also ", ". After that, ", " and also ",
+           ", plus ", ". And "]
+#: Several-call requests: share built from the pool's hand-written two-call frames; the rest are composed from
+#: single-call requests (2 calls, or 3 with ``P_THREE``), and ``P_TWIN`` of them ask the same thing of two or three ids.
+P_FRAME, P_THREE, P_TWIN = 0.3, 0.15, 0.15
+def _single(family: str, rng: random.Random, pool: Pool, style: str | None = None, context: bool = True) -> Example | None:
+    frames = pool.frames.get(family, [])
+    args = _draw(family, rng)
+    fitting = [f for f in frames if f.fits(args)]
+    if not fitting:
+        return None
+    frame = rng.choice(fitting)
+    request, stated = Realiser(rng, pool, style, context).realise(frame.with_opts(args, rng), args)
+    return Example(request=request, calls=_target(frame, args, stated, request), template=frame.id)
+
+
+def _twin_example(rng: random.Random, pool: Pool) -> Example:
+    tool = rng.choice(sorted(t for t, texts in pool.twins.items() if texts))
+    n = 3 if rng.random() < 0.3 else 2
+    text = rng.choice(pool.twins[tool])
+    slot = "{session_id}" if tool == "get_session_history" else "{task_id}"
+    ids = [slot] * n
+    listed = ", ".join(ids[:-1]) + rng.choice([" and ", ", and ", " & "] if n == 3 else [" and ", " & ", ", "]) + ids[-1]
+    realiser = Realiser(rng, pool)
+    request, _ = realiser.realise(text.replace("{ids}", listed), {})
+    calls = [Call(tool, {arg: value}) for arg, value in realiser.order]
+    return Example(request=request, calls=calls, template=f"parallel.twin.{tool}.{templates.TWINS[tool].index(text) + 1:02d}")
+
+
+def _join(parts: Sequence[Example], rng: random.Random) -> str:
+    """The parts' requests as one: "A, then b", "A. Also, b", "A? And b" (the joiner carries the capital)."""
+    out = parts[0].request
+    for part in parts[1:]:
+        joiner = rng.choice(JOINERS)
+        if out.endswith("?"):
+            joiner = " " + joiner.strip(" .;,").capitalize() + (", " if joiner.rstrip().endswith(",") else " ")
+        out = out.rstrip(".!?") + joiner if not out.endswith("?") else out + joiner
+        nxt = part.request
+        starts_with_value = any(isinstance(v, str) and nxt.startswith(v) for c in part.calls for v in c.arguments.values())
+        if not starts_with_value and nxt[:1].isupper() and nxt[1:2].islower():
+            nxt = nxt[0].lower() + nxt[1:]
+        out += nxt
+    return out
+
+
+def _composed_example(rng: random.Random, pool: Pool) -> Example | None:
+    """Two or three single-call requests of one style, joined ("cancel X, then tell the builder ...")."""
+    if rng.random() < P_TWIN:
+        return _twin_example(rng, pool)
+    style = rng.choices(list(STYLES), weights=list(STYLES.values()))[0]
+    n = 3 if rng.random() < P_THREE else 2
+    parts = []
+    for i in range(n):
+        part = _single(rng.choice(TOOLS), rng, pool, style, context=False)
+        if part is None or (part.calls[0].name == "discover_agents" and any(p.calls[0].name == "discover_agents" for p in parts)):
+            return None
+        parts.append(part)
+    request = _join(parts, rng)
+    calls = [c for p in parts for c in p.calls]
+    # a description runs to the end of its request: only the last part may have one
+    if unstated_enum_words(request, calls) or any("description" in p.calls[0].arguments for p in parts[:-1]):
+        return None
+    return Example(request=request, calls=calls, template="parallel.compose(" + "+".join(p.template for p in parts) + ")")
+
+
 def make_example(family: str, rng: random.Random, pool: Pool) -> Example | None:
     """One example of ``family`` (a tool name, ``parallel`` or ``no_call``) from ``pool``; ``None`` when the drawn
     arguments fit none of the pool's frames (the caller draws again)."""
@@ -166,18 +236,17 @@ def make_example(family: str, rng: random.Random, pool: Pool) -> Example | None:
     if family == "no_call":
         return _no_call_example(frames, rng, pool)
     if family == "parallel":
+        if rng.random() >= P_FRAME:
+            return _composed_example(rng, pool)
         frame = rng.choice(frames)
         args = _choose_values({a: None for a in frame.slot_args} | dict(frame.fixed), rng)
-        text = frame.text
-    else:
-        args = _draw(family, rng)
-        fitting = [f for f in frames if f.fits(args)]
-        if not fitting:
-            return None
-        frame = rng.choice(fitting)
-        text = frame.with_opts(args, rng)
-    request, stated = Realiser(rng, pool).realise(text, args)
-    return Example(request=request, calls=_target(frame, args, stated, request), template=frame.id)
+        request, stated = Realiser(rng, pool).realise(frame.text, args)
+        return Example(request=request, calls=_target(frame, args, stated, request), template=frame.id)
+    ex = _single(family, rng, pool)
+    if ex is not None and family == "create_task" and "priority" not in ex.calls[0].arguments and rng.random() < 0.15:
+        sep = " " if ex.request[-1] in ".?!" else ". "
+        ex.request = f"{ex.request}{sep}{rng.choice(values.URGENCY)}"  # urgency without a number: no priority
+    return ex
 
 
 # --------------------------------------------------------------------------------------------------------------

@@ -19,7 +19,11 @@ from .frames import ENUMS, SLOT, SLOT_ARG, GenerateError, Pool
 
 STYLES = {"typed": 0.45, "casual": 0.25, "voice": 0.30}
 #: Words that carry an enum value: never given a typo (the target's value would no longer be stated).
-_PROTECTED = {w for words in ENUM_SYNONYMS.values() for s in words for w in re.split(r"[\s\-]+", s)}
+_PROTECTED = {w for words in ENUM_SYNONYMS.values() for s in words for w in re.split(r"[\s\-']+", s)}
+
+
+#: Words that name a number's meaning: kept exact, so a stated priority stays stated.
+_NUMBER_NAMES = {"priority", "prio", "urgency", "level"}
 
 
 def _protected(word: str) -> bool:
@@ -39,17 +43,20 @@ def _uuid(rng: random.Random) -> str:
 class Realiser:
     """Steps 3 and 4 for one request: fills slots and dresses the template's words in one style."""
 
-    def __init__(self, rng: random.Random, pool: Pool):
+    def __init__(self, rng: random.Random, pool: Pool, style: str | None = None, context: bool = True):
         self.rng = rng
         self.pool = pool
-        self.style = rng.choices(list(STYLES), weights=list(STYLES.values()))[0]
+        self.style = style or rng.choices(list(STYLES), weights=list(STYLES.values()))[0]
         self.lower_values = self.style == "voice" or (self.style == "casual" and rng.random() < 0.5)
         self.task = rng.choice(pool.tasks)
+        self.context = context
+        #: (argument, target value) of every slot filled, in the order of the request
+        self.order: list[tuple[str, Any]] = []
 
     # -- the template's words ----------------------------------------------------------------------------------
     def dress(self, text: str) -> str:
         rng, style = self.rng, self.style
-        if rng.random() < 0.18:
+        if self.context and rng.random() < 0.18:
             context = rng.choice(values.CONTEXT)
             text = f"{context} {text}" if rng.random() < 0.6 else f"{text} {context}"
         question = False
@@ -66,13 +73,16 @@ class Realiser:
             text = text[:i] + prefix + text[i + 1 :]
         end = text[-1] if text[-1] in ".?" else ""
         body = text[: len(text) - len(end)]
+        closer = ""
         if imperative and rng.random() < 0.15:
             body += rng.choice(values.SUFFIXES)
+        elif self.context and rng.random() < 0.06:
+            closer = rng.choice(values.CLOSERS)
         if question:
             end = "?"
         if style == "casual" and end == "." and rng.random() < 0.7:
             end = ""
-        text = body + end
+        text = body + (end or ("." if closer else "")) + closer
         if style == "voice":
             if rng.random() < 0.5:
                 text = rng.choice(values.FILLERS_START) + text
@@ -94,7 +104,7 @@ class Realiser:
             pieces = [p.lower() for p in pieces]
         if style != "voice" and rng.random() < (0.3 if style == "casual" else 0.1):
             words = [(i, m) for i, p in enumerate(pieces) for m in re.finditer(r"[A-Za-z]{4,}", p)
-                     if not _protected(m.group())]
+                     if not _protected(m.group()) and m.group().lower() not in _NUMBER_NAMES]
             if words:
                 i, m = rng.choice(words)
                 pieces[i] = pieces[i][: m.start()] + _typo(m.group(), rng) + pieces[i][m.end() :]
@@ -106,6 +116,8 @@ class Realiser:
 
     # -- the values ----------------------------------------------------------------------------------------------
     def _text_value(self, value: str, bare: bool) -> str:
+        if bare is None:  # raw: as written
+            return value
         if self.lower_values:
             value = value.lower()
         elif bare:
@@ -125,13 +137,24 @@ class Realiser:
         rng, pool = self.rng, self.pool
         arg = SLOT_ARG[name]
         value = args.get(arg)
+        bare = None if mode == "raw" else mode is not None
         if name in ("title", "description"):
-            v = self._text_value(self.task[0] if name == "title" else self.task[1], mode == "bare")
-            return self._quoted(v, 0.5 if name == "title" else 0.2) if mode != "bare" else v, v
+            if name == "title" and "description" not in args and rng.random() < 0.5:
+                raw = _capital(rng.choice(values.WORK_VERBS).format(c=rng.choice(pool.components)))
+            else:
+                raw = self.task[0] if name == "title" else self.task[1]
+            v = self._text_value(raw, bare if name == "title" else False)
+            return self._quoted(v, 0.5 if name == "title" else 0.2) if mode is None else v, v
         if name == "message":
-            source = {"do": pool.messages_do, "know": pool.messages_know}.get(mode or "", pool.messages_do + pool.messages_know)
-            v = self._text_value(rng.choice(source), mode is not None)
-            return (v if mode else self._quoted(v, 0.35)), v
+            if mode == "know" or (mode not in ("do", "know") and rng.random() < 0.4):
+                own = rng.choice(values.STATEMENTS).format(c=rng.choice(pool.components))
+                source = pool.messages_know
+            else:
+                own = rng.choice(values.WORK_VERBS).format(c=rng.choice(pool.components))
+                source = pool.messages_do
+            raw = _capital(own) if rng.random() < 0.5 else rng.choice(source)
+            v = self._text_value(raw, bare)
+            return (self._quoted(v, 0.35) if mode is None else v), v
         if name in ("task_id", "session_id"):
             v = _uuid(rng)
             return (f"`{v}`" if self.style == "typed" and rng.random() < 0.1 else v), v
@@ -139,13 +162,21 @@ class Realiser:
             v = _codebase(rng)
             return v, v
         if name == "agent":
-            v = rng.choice(pool.agents)
+            v = f"{rng.choice(pool.agent_areas)}-{rng.choice(values.AGENT_ROLES)}"
+            if rng.random() >= 0.4 or v in values.AGENTS:  # a composed role never equals a listed one
+                v = rng.choice(pool.agents)
             said = v.replace("-", " ") if self.style == "voice" and rng.random() < 0.6 else v
             return said, v
         if name == "priority":
+            if mode != "digit" and rng.random() < 0.3:
+                return values.NUMBER_WORDS[value], value
             return str(value), value
         if name == "status":
+            if mode == "canon":
+                return value, value
             return rng.choice((values.STATUS_PRED if mode == "pred" else values.STATUS_ADJ)[value]), value
+        if name == "style":
+            return (value if mode == "canon" else rng.choice(values.STYLE_WORDS[value])), value
         if name == "agent_type":
             word = rng.choice(values.AGENT_TYPE_WORDS[value])
             if mode == "an":
@@ -155,9 +186,14 @@ class Realiser:
 
     def realise(self, text: str, args: dict[str, Any]) -> tuple[str, dict[str, Any]]:
         """The request, and the target's value for every argument it states."""
-        text = self.dress(text)
-        pieces = SLOT.split(text)  # [literal, name, mode, literal, name, mode, ..., literal]
-        literals = self.literal(pieces[0::3])
+        if CODE_LIKE.search(SLOT.sub("", text)):  # typed as code: no dressing, no typos, values as written
+            self.style, self.lower_values = "typed", False
+            pieces = SLOT.split(text)
+            literals = pieces[0::3]
+        else:
+            text = self.dress(text)
+            pieces = SLOT.split(text)  # [literal, name, mode, literal, name, mode, ..., literal]
+            literals = self.literal(pieces[0::3])
         out: list[str] = []
         said: list[str] = []
         stated: dict[str, Any] = {}
@@ -166,6 +202,7 @@ class Realiser:
             if i < len(literals) - 1:
                 name, mode = pieces[3 * i + 1], pieces[3 * i + 2]
                 surface, stated[SLOT_ARG[name]] = self.slot(name, mode, args)
+                self.order.append((SLOT_ARG[name], stated[SLOT_ARG[name]]))
                 out.append(f"\x00{len(said)}\x00")  # a placeholder: the clean-up below never touches a value
                 said.append(surface)
         joined = re.sub(r"\s+", " ", "".join(out))
@@ -173,6 +210,14 @@ class Realiser:
         joined = re.sub(r"([,.?!])[,.]+", r"\1", joined).strip()
         request = re.sub("\x00(\\d+)\x00", lambda m: said[int(m.group(1))], joined)
         return request, stated
+
+
+#: Frames typed as code (``get_task(task_id='…')``, ``send_message to …``) or as a slash command.
+CODE_LIKE = re.compile(r"^/|[a-z]_[a-z]")
+
+
+def _capital(text: str) -> str:
+    return text[0].upper() + text[1:]
 
 
 def _typo(word: str, rng: random.Random) -> str:

@@ -324,10 +324,308 @@ NO_CALL: dict[str, list[tuple[str, str]]] = {
         ("^make a new task with priority 5.", "What should the task be called?"),
         ("^stop it.", "What should I stop? Give me the id of the task to cancel."),
         ("^replay it word for word.", "Which session? I need its session id."),
-        ("^cancel task number five.", "I need the task's full id (a UUID like 3f1c2a9e-7b4d-4c1e-9a0f-2d8e6b5c4a13) to cancel it."),
-        ("^get task 123.", "Task ids are UUIDs, like 3f1c2a9e-7b4d-4c1e-9a0f-2d8e6b5c4a13. Which task do you mean?"),
+        ("^cancel task number five.", "I need the task's full id (a UUID, 36 characters) to cancel it."),
+        ("^get task 123.", "Task ids are UUIDs (36 characters, with dashes). Which task do you mean?"),
         ("^summarize the session from this morning.", "Which session? Give me its session id and I'll summarize it."),
     ],
 }
 #: Share of each no-call kind among no-call examples.
 NO_CALL_WEIGHTS: dict[str, float] = {"smalltalk": 0.15, "offtopic": 0.15, "unsupported": 0.35, "vague": 0.35}
+
+# --------------------------------------------------------------------------------------------------------------
+# More phrasings (appended, so the ids above keep their numbers): other verbs and objects, the forms people type
+# ("X: Y", function-like calls, slash commands), and priorities as digits, words and shorthand.
+# ``{title:raw}`` / ``{message:raw}`` are never quoted and keep their case; ``{priority:digit}`` is always digits
+# (it follows a "p"); ``{status:canon}`` / ``{style:canon}`` say the enum value by its own name.
+# --------------------------------------------------------------------------------------------------------------
+
+CLAUSES["create_task"]["priority"] += [
+    ", p{priority:digit}", " (p{priority:digit})", ". Priority: {priority}", ". Priority {priority}.",
+    ", priority level {priority}", ", prio: {priority}", " - priority {priority}", ", make it priority {priority}",
+    ", {priority} on the priority scale", ", P{priority:digit}",
+]
+CLAUSES["create_task"]["codebase_id"] += [" in {codebase}", ". Codebase: {codebase}", " under codebase {codebase}",
+                                          ", repo {codebase}"]
+CLAUSES["create_task"]["agent_type"] += [", agent: {agent_type}", " for the {agent_type} agent",
+                                         ", run it with {agent_type:an} agent", ". Agent type: {agent_type}"]
+CLAUSES["create_task"]["description"] += [". More context: {description}", " - {description}",
+                                          ". Background: {description}", "; {description}"]
+CLAUSES["list_tasks"]["status"] += [", status {status:canon}", " where the status is {status:adj}",
+                                    ", just {status:adj}", " (status: {status:canon})"]
+CLAUSES["list_tasks"]["codebase_id"] += [" under {codebase}", " (codebase {codebase})", ", repo {codebase}"]
+CLAUSES["playback_session"]["style"]["verbatim"] += [", verbatim please", " exactly", " as a full transcript",
+                                                     ", every word"]
+CLAUSES["playback_session"]["style"]["summary"] += [", summarize it", " as a brief", ", recap only", ", in brief",
+                                                    ", just a summary"]
+
+FRAMES["create_task"] += [
+    'create_task(title="{title:raw}")',
+    "create_task: {title:raw}{opts}",
+    "/task {title:raw}{opts}",
+    "todo: {title:raw}{opts}",
+    "New ticket: {title}{opts}.",
+    "^open a ticket to {title:bare}{opts}.",
+    "^raise a task to {title:bare}{opts}.",
+    "^add {title:bare} to the backlog{opts}.",
+    "^add this to the task list: {title}{opts}.",
+    "^schedule a task to {title:bare}{opts}.",
+    "^make a ticket titled {title}{opts}.",
+    "Could someone {title:bare}{opts}? ^file it as a task.",
+    "^create a p{priority:digit} task to {title:bare}{opts}.",
+    "^new task, priority {priority}: {title}{opts}.",
+    "^put {title:bare} on the board{opts}.",
+    "I need a task for this: {title}{opts}.",
+    "Task: {title}. Priority {priority}{opts}.",
+    "^create a task called {title} with priority {priority}{opts}.",
+    "{title}{opts} - ^add it as a task.",
+    "^make a task so that someone will {title:bare}{opts}.",
+    "^assign {agent_type:an} agent to {title:bare}{opts}.",
+    "Priority {priority} task for {agent_type:an} agent: {title}{opts}.",
+    "^create a task for codebase {codebase}: {title}{opts}.",
+    "In {codebase}, ^create a task to {title:bare}{opts}.",
+    "^write up a task: {title}{opts}.",
+    "^open a new task with the title {title}{opts}.",
+    "^enqueue a task to {title:bare}{opts}.",
+    "Ticket please: {title}{opts}.",
+    "^add a to-do: {title}{opts}.",
+    "We should {title:bare}. ^create a task{opts}.",
+]
+FRAMES["list_tasks"] += [
+    "list_tasks()",
+    'list_tasks(status="{status:canon}")',
+    "/tasks{opts}",
+    "^show {status:adj} tasks{opts}.",
+    "What's {status:pred}{opts}?",
+    "^give me a rundown of the tasks{opts}.",
+    "Status report on all tasks{opts}?",
+    "^show me everything that is {status:pred}{opts}.",
+    "^list every task{opts}.",
+    "How are the tasks looking{opts}?",
+    "^enumerate the tasks{opts}.",
+    "tasks{opts} pls",
+    "^give me all the tasks{opts}.",
+    "What's on our plate{opts}?",
+    "^pull the task list{opts}.",
+    "Do we have any {status:adj} tasks{opts}?",
+    "^count the {status:adj} tasks{opts}.",
+    "^display the tasks{opts}.",
+    "Any tasks {status:pred}{opts}?",
+    "^list the tasks for {codebase}{opts}.",
+    ("Anything broken{opts}?", {"status": "failed"}),
+    ("What's in progress right now{opts}?", {"status": "working"}),
+    ("What's finished{opts}?", {"status": "completed"}),
+    ("What hasn't started yet{opts}?", {"status": "pending"}),
+]
+FRAMES["get_task"] += [
+    "get_task(task_id='{task_id}')",
+    "get_task {task_id}",
+    "/task-status {task_id}",
+    "Status of {task_id}?",
+    "^check task {task_id}.",
+    "What's going on with {task_id}?",
+    "^show me the details of task {task_id}.",
+    "Any progress on {task_id}?",
+    "^report on task {task_id}.",
+    "Status check: {task_id}",
+    "{task_id} status?",
+    "I'd like to see task {task_id}.",
+    "^get me the details on {task_id}.",
+    "How far along is task {task_id}?",
+    "^look at task {task_id} and tell me where it stands.",
+    "Task {task_id} - how's it going?",
+]
+FRAMES["cancel_task"] += [
+    "cancel_task(task_id='{task_id}')",
+    "cancel_task {task_id}",
+    "/cancel {task_id}",
+    "^cancel {task_id}.",
+    "^stop task {task_id}, it's not needed anymore.",
+    "^nuke task {task_id}.",
+    "^kill off {task_id}.",
+    "Cancel: {task_id}",
+    "^shut down task {task_id}.",
+    "^cancel the task with id {task_id}.",
+    "{task_id} - cancel it.",
+    "^get rid of task {task_id}.",
+    "^withdraw task {task_id}.",
+    "Please don't run {task_id}, cancel it.",
+    "^stop the run {task_id} right now.",
+    "I changed my mind about {task_id}. ^cancel it.",
+]
+FRAMES["get_session_history"] += [
+    "get_session_history(session_id='{session_id}')",
+    "get_session_history {session_id}",
+    "^show session {session_id}'s messages.",
+    "Messages for {session_id}?",
+    "What was said in session {session_id}?",
+    "^fetch the message history of {session_id}.",
+    "^load the messages of session {session_id}.",
+    "^show me the conversation in session {session_id}.",
+    "History of {session_id}?",
+    "^list the messages of session {session_id}.",
+    "^get the raw message log for {session_id}.",
+    "^pull up the chat log for session {session_id}.",
+]
+FRAMES["playback_session"] += [
+    ("playback_session(session_id='{session_id}', style='{style:canon}')", {}),
+    "playback_session {session_id}{opts}",
+    "^replay {session_id}{opts}.",
+    "^give me a playback of {session_id}{opts}.",
+    "^play {session_id}{opts}.",
+    "^run back session {session_id}{opts}.",
+    "^play back the session {session_id} for me{opts}.",
+    "Can I get a replay of session {session_id}{opts}?",
+    ("^recap session {session_id}.", {"style": "summary"}),
+    ("^summarise {session_id} for me.", {"style": "summary"}),
+    ("^give me the short version of session {session_id}.", {"style": "summary"}),
+    ("^brief me on session {session_id}.", {"style": "summary"}),
+    ("^play session {session_id} exactly as it happened.", {"style": "verbatim"}),
+    ("^replay {session_id} in full.", {"style": "verbatim"}),
+    ("^read me session {session_id} word-for-word.", {"style": "verbatim"}),
+    ("^play back {session_id}, the full transcript.", {"style": "verbatim"}),
+]
+FRAMES["discover_agents"] += [
+    "/agents",
+    "Who's available?",
+    "^list available agents.",
+    "Which agents exist?",
+    "^show me the agent roster.",
+    "Who can I talk to?",
+    "What agents are online?",
+    "Any agents around?",
+    "^give me the agents.",
+    "Which agents could take a task?",
+    "^show the available agents and their roles.",
+    "Who's on the team of agents?",
+]
+FRAMES["send_message"] += [
+    "send_message to {agent}: {message:raw}",
+    "send_message(agent_name='{agent}', message='{message:raw}')",
+    "dm {agent}: {message:raw}",
+    "{agent}: {message:raw}",
+    "^message the {agent}: {message}.",
+    "^send {agent} this: {message}.",
+    "^ask the {agent} agent to {message:do}.",
+    "^let {agent} know that {message:know}.",
+    "^pass this on to {agent}: {message}.",
+    "^shoot {agent} a message saying {message}.",
+    "^notify {agent} that {message:know}.",
+    "^write to {agent}: {message}.",
+    "^reach out to {agent} and ask them to {message:do}.",
+    "^instruct {agent} to {message:do}.",
+    "^tell {agent}: {message}.",
+    "^dm the {agent} and say {message}.",
+    "Message for {agent}: {message}.",
+    "^say to {agent}: {message}.",
+    "^ping the {agent} agent: {message}.",
+    "^send a message to {agent} that {message:know}.",
+]
+
+PARALLEL += [
+    ("^tell {agent} to {message:do} and list the tasks.", ("send_message", "list_tasks")),
+    ("^create a task to {title:bare} and show me the {status:adj} tasks.", ("create_task", "list_tasks")),
+    ("^check on {task_id}, and if it's stuck tell {agent} to {message:do}.", ("get_task", "send_message")),
+    ("^list the agents, then ask {agent} to {message:do}.", ("discover_agents", "send_message")),
+]
+
+NO_CALL["smalltalk"] += [
+    ("Hello there", "Hello! What can I do for you in CodeTether?"),
+    ("Tell me a joke.", "I'm better at tasks than jokes. " + _SCOPE),
+    ("What's your name?", "I'm the CodeTether assistant. " + _SCOPE),
+    ("Good evening!", "Good evening! What do you need?"),
+    ("yo", "Hi! What can I do for you?"),
+    ("Are you a robot?", "I'm the CodeTether assistant, a small model that calls CodeTether's tools. What do you need?"),
+    ("How does this work?", "Tell me what you need in plain words. " + _SCOPE),
+    ("help", _SCOPE + " What would you like to do?"),
+    ("What tools do you have?", _SCOPE),
+    ("Can you hear me?", "Yes, I'm listening. What would you like to do?"),
+]
+NO_CALL["thanks"] = [
+    ("Thanks!", "You're welcome!"), ("Thank you, that's everything.", "Glad to help!"), ("Cheers.", "Anytime!"),
+    ("Bye!", "Bye! Come back anytime."), ("That's all for now.", "Okay. Let me know if you need anything else."),
+    ("Perfect, thanks.", "You're welcome!"), ("Great job.", "Thanks! Anything else?"), ("ok got it", "Great."),
+    ("Awesome, thank you!", "You're welcome!"), ("See you tomorrow.", "See you!"), ("Much appreciated.", "Happy to help."),
+    ("Nice, that worked.", "Good to hear. Anything else?"), ("thx bye", "Bye!"), ("Good night.", "Good night!"),
+    ("All good, thanks", "Great. I'm here if you need anything."),
+]
+NO_CALL["retraction"] = [
+    ("Never mind.", "Okay, I won't do anything."), ("Forget it.", "Okay, forgotten."),
+    ("Scratch that.", "Okay, scratched."), ("Actually, don't.", "Okay, I won't."),
+    ("Wait, no, ignore what I said.", "Okay, ignoring it."), ("Hold on, don't do anything yet.", "Okay, I'll wait."),
+    ("Cancel that request.", "Okay, I won't do it."), ("No, stop, I changed my mind.", "Okay. Nothing was done."),
+    ("Ignore my last message.", "Okay."), ("Oops, wrong window.", "No problem."),
+    ("Let me think about it first.", "Sure, take your time."), ("Not now.", "Okay. I'm here when you need me."),
+]
+NO_CALL["offtopic"] += [
+    ("What time is it in Tokyo?", _OFF), ("Who won the game last night?", _OFF),
+    ("How do I center a div?", _OFF), ("What's 17 times 23?", _OFF), ("Recommend a good book.", _OFF),
+    ("Write a SQL query that finds duplicate emails.", "I can't write code here, but I can create a task for an "
+     "agent to do it."),
+    ("Summarize this article for me.", "I can only summarize CodeTether agent sessions, given a session id."),
+    ("What's the stock price of Apple?", _OFF), ("Turn off the lights in the office.", _OFF),
+    ("Remind me to call mom at six.", "I can't set reminders. " + _SCOPE),
+    ("Send an email to the marketing team.", "I can only message CodeTether agents, not people by email."),
+    ("How many calories are in a banana?", _OFF), ("What's the best programming language?", _OFF),
+    ("Start a timer for ten minutes.", "I can't set timers. " + _SCOPE),
+    ("Schedule a meeting with Dana on Friday.", "I can't schedule meetings. " + _SCOPE),
+]
+NO_CALL["unsupported"] += [
+    ("^rename the {agent} to something else.", "I can't rename agents. I can list the agents or send {agent} a message."),
+    ("^change the priority of task {task_id}.", "I can't change a task after it is created. I can cancel {task_id} "
+     "and create a new one."),
+    ("^reassign task {task_id} to another agent.", "I can't reassign tasks. I can cancel {task_id} and create a new "
+     "task for another agent."),
+    ("^pause task {task_id}.", "Tasks can't be paused. I can cancel {task_id} or show you its status."),
+    ("^resume task {task_id}.", "I can't resume tasks. I can create a new task with the same title."),
+    ("^retry task {task_id}.", "I can't rerun a task. I can create a new task with the same title."),
+    ("^mark task {task_id} as done.", "I can't change a task's status. I can show you {task_id} or cancel it."),
+    ("^delete the {agent} agent.", "I can't delete agents. I can list them or send {agent} a message."),
+    ("^shut down the {agent} agent.", "I can't stop agents. I can send {agent} a message or cancel its tasks by id."),
+    ("^export session {session_id} as a PDF.", "I can't export files. I can play back {session_id} or show its messages."),
+    ("^share session {session_id} with the team.", "I can't share sessions. I can play {session_id} back for you."),
+    ("^create a codebase for the new service.", "I can't create codebases; that is done in the CodeTether dashboard."),
+    ("^delete all cancelled tasks.", "Tasks can't be deleted from here. I can list the cancelled ones."),
+    ("^refund the last invoice.", "I can't handle billing. Please use the account settings in the dashboard."),
+    ("^change my email address.", "I can't change account details. Please use the account settings."),
+    ("^invite a new teammate.", "I can't manage members. A workspace admin can invite people from the dashboard."),
+    ("^delete the repository.", "I can't delete repositories."),
+    ("^roll back the last deploy.", "I can't deploy or roll back. I can create a task for an agent to do it."),
+    ("^give me the API key.", "I can't show secrets. Please use the dashboard's API keys page."),
+    ("^lower the rate limits for our account.", "I can't change account limits. Please contact support."),
+    ("^clone codebase {codebase}.", "I can't copy codebases. I can list or create tasks in {codebase}."),
+    ("^edit the title of task {task_id}.", "I can't edit tasks once they exist. I can show you {task_id} or cancel it."),
+    ("^add a comment to task {task_id}.", "I can't comment on tasks. I can send a message to the agent working on it."),
+    ("^subscribe me to updates on task {task_id}.", "I can't set up notifications. I can check {task_id} whenever you ask."),
+]
+NO_CALL["vague"] += [
+    ("^cancel my task.", "Which task should I cancel? Please give me its task id."),
+    ("^kill the running job.", "Which task? Give me its task id and I'll cancel it."),
+    ("^stop the deploy task.", "Which task? I need its task id to cancel it."),
+    ("How's my task going?", "Which task? Tell me its task id and I'll look it up."),
+    ("^look up the task from yesterday.", "Which task? I need its task id."),
+    ("^tell the {agent}.", "What should I tell {agent}?"),
+    ("^send a message.", "Who should I message, and what should I say?"),
+    ("^ping {agent}.", "What should I tell {agent}?"),
+    ("^tell someone the build is fixed.", "Which agent should I tell?"),
+    ("^make a task.", "Sure. What should the task be called?"),
+    ("^add a task with priority 3.", "What should the task be called?"),
+    ("^open a ticket for me.", "What should the ticket say?"),
+    ("^recap my last session.", "Which session? Give me its session id and I'll summarize it."),
+    ("^show the messages from the session.", "Which session? I need its session id."),
+    ("^play back yesterday's session word for word.", "Which session? I need its session id."),
+    ("^cancel task 42.", "Task ids are UUIDs (36 characters, with dashes). Which task do you mean?"),
+    ("^check the status of ticket 7.", "I need the task's full id (a UUID) to look it up."),
+    ("^cancel both tasks.", "Which tasks? Please give me their task ids."),
+]
+NO_CALL_WEIGHTS.update({"smalltalk": 0.12, "thanks": 0.12, "retraction": 0.10, "offtopic": 0.16,
+                        "unsupported": 0.25, "vague": 0.25})
+
+#: Several ids, one verb: "cancel tasks A and B" is two cancel_task calls (``{ids}``: two or three ids, listed).
+TWINS: dict[str, list[str]] = {
+    "cancel_task": ["^cancel tasks {ids}.", "^kill {ids}.", "^stop {ids}, they're duplicates.", "^abort {ids}.",
+                    "cancel_task {ids}", "^call off tasks {ids}.", "^cancel {ids} please."],
+    "get_task": ["^check on {ids}.", "What's the status of {ids}?", "^get tasks {ids}.", "^look up {ids}.",
+                 "How are tasks {ids} doing?"],
+    "get_session_history": ["^show the message history of sessions {ids}.", "^get the history of {ids}.",
+                            "^pull the messages from sessions {ids}."],
+}

@@ -9,6 +9,8 @@ lower-case the first letter); no pool entry has a quote character.
 
 from __future__ import annotations
 
+from ..checks import NUMBER_WORDS
+
 # --------------------------------------------------------------------------------------------------------------
 # Value pools. The split holds out part of each pool: titles, messages and agent roles seen in test never appear
 # in train.
@@ -107,7 +109,7 @@ MESSAGES_DO: list[str] = [
     "Write unit tests for the date parser",
     "Raise the coverage threshold to 85 percent",
     "Look at the CORS errors on the new domain",
-    "Ping me when the benchmarks end",
+    "Report back when the benchmarks end",
     "Go ahead with the database upgrade tonight",
     "Update the Helm chart to the new image tag",
 ]
@@ -198,3 +200,56 @@ PREFIXES_VOICE = ["can you ", "could you ", "please ", "i need you to ", "go ahe
 SUFFIXES = [" please", ", thanks", " thx", ", thank you"]
 FILLERS_START = ["uh ", "um ", "so ", "okay so ", "hey ", "um so ", "right ", "yeah "]
 FILLERS_MID = ["uh", "um", "er"]
+
+# --------------------------------------------------------------------------------------------------------------
+# Compositional values: titles and instructions as verb x component, agent roles as area x role. The split deals
+# the components (and areas) to train/val/test, so held-out values are new work on new parts of the code.
+# --------------------------------------------------------------------------------------------------------------
+
+#: What a task or an instruction does to a component ("{c}" is the component).
+WORK_VERBS: list[str] = [
+    "fix the crash in {c}", "refactor {c}", "write tests for {c}", "document {c}", "review {c}", "clean up {c}",
+    "speed up {c}", "profile {c}", "audit {c}", "debug the timeout in {c}", "add logging to {c}",
+    "add metrics to {c}", "rewrite {c} in TypeScript", "simplify {c}", "harden {c}", "benchmark {c}",
+    "look into the errors from {c}", "update the docs for {c}", "add retries to {c}", "remove dead code from {c}",
+    "investigate the memory spike in {c}", "add input validation to {c}", "migrate {c} to the new config format",
+    "check the error handling in {c}", "fix the flaky tests around {c}", "add caching to {c}",
+    "split {c} into smaller modules", "upgrade the dependencies of {c}", "add type hints to {c}",
+    "make {c} configurable", "find out why {c} is slow", "fix the off-by-one in {c}", "add a feature flag for {c}",
+]
+#: Parts of a code base (no enum word, no quote; the split deals them out).
+COMPONENTS: list[str] = [
+    "the upload endpoint", "the billing service", "the search page", "the CSV importer", "the auth middleware",
+    "the notification worker", "the signup form", "the rate limiter", "the invoice generator", "the admin panel",
+    "the GraphQL resolver", "the image resizer", "the session store", "the webhook handler", "the config loader",
+    "the cron scheduler", "the mobile API", "the checkout flow", "the password reset flow", "the audit log",
+    "the feature flag service", "the email templates", "the PDF exporter", "the cache layer", "the user profile page",
+    "the metrics dashboard", "the retry queue", "the file sync job", "the payments adapter", "the onboarding wizard",
+    "the permissions check", "the websocket gateway", "the Terraform modules", "the Helm chart", "the nightly backup",
+    "the release script", "the login page", "the data export job", "the comment threads", "the shopping cart",
+    "the API client", "the logging setup", "the docs site", "the search indexer", "the tenant router",
+    "the SSO callback", "the pricing page", "the report generator", "the Slack integration", "the job runner",
+]
+#: Statements to pass on ("let X know that ..."), built from a component and what happened to it.
+STATEMENTS: list[str] = [
+    "{c} is back up", "{c} passed review", "{c} is ready for testing", "{c} went down on staging overnight",
+    "{c} is blocked on the vendor", "the fix for {c} is merged", "{c} needs another pair of eyes",
+    "{c} is frozen until the release", "{c} moved to the new cluster", "{c} has a new owner",
+    "the customer complained about {c} again", "{c} is slower since Tuesday", "{c} is out of scope this sprint",
+]
+AGENT_AREAS = ["frontend", "backend", "api", "db", "docs", "security", "release", "infra", "mobile", "data", "qa",
+               "perf", "ci", "auth", "billing", "search", "payments", "ml", "ops", "web"]
+AGENT_ROLES = ["reviewer", "builder", "tester", "writer", "fixer", "bot", "runner", "auditor", "planner", "helper",
+               "engineer", "triager", "deployer", "checker"]
+
+NUMBER_WORDS = NUMBER_WORDS  # "priority seven": checks.number_stated accepts the same words
+#: Urgency without a number: the labelling rule sets no priority for these.
+URGENCY = ["It's urgent.", "This is urgent!", "ASAP please.", "High priority!", "Low priority, no rush.",
+           "Not urgent.", "Whenever you get to it.", "This one is critical.", "Top priority.", "No rush on this."]
+#: Closing words of a request (no argument in them).
+CLOSERS = [" Thanks!", " Thank you.", " Cheers.", " Much appreciated.", " Thx.", " Ty!", " When you can.",
+           " That's it.", " Appreciate it."]
+STYLE_WORDS: dict[str, list[str]] = {
+    "verbatim": ["verbatim", "word for word", "in full", "exactly"],
+    "summary": ["summary", "summarized", "recap", "brief", "gist"],
+}
