@@ -198,3 +198,29 @@ def test_a_diverging_loss_stops_with_a_clear_message(tiny_model_dir, files, tmp_
                      "--batch_size", "4", "--gradient_accumulation_steps", "1", "--eval_samples", "0", "--warmup_ratio", "0"])
     err = capsys.readouterr().err
     assert code == 1 and "loss became" in err and "lower --learning_rate" in err
+
+
+def test_bf16_mixed_precision_trains_in_bf16_and_saves_fp32(tiny_model_dir, files, tmp_path, monkeypatch):
+    from tether_tune import trainer as T
+
+    seen = []
+    real = T.supervised_loss
+
+    def spy(model, batch, *a, **k):  # what dtype the attention projections run in under the Trainer
+        proj = next(m for n, m in model.named_modules() if n.endswith("q_proj.base_layer"))
+        hook = proj.register_forward_hook(lambda mod, inp, out: seen.append(out.dtype))
+        try:
+            return real(model, batch, *a, **k)
+        finally:
+            hook.remove()
+
+    monkeypatch.setattr(T, "supervised_loss", spy)
+    out = tmp_path / "bf16"
+    info = _train(tiny_model_dir, files, out, "--epochs", "2", "--eval_samples", "0", "--bf16")
+    assert seen and all(d == torch.bfloat16 for d in seen[: info["global_steps"]]), seen
+    losses = [json.loads(line)["loss"] for line in (out / "metrics.jsonl").read_text().splitlines() if "loss" in json.loads(line)]
+    assert losses[-1] < losses[0]
+    from safetensors.torch import load_file
+
+    weights = load_file(str(out / "adapter_model.safetensors"))
+    assert weights and all(t.dtype == torch.float32 for t in weights.values())

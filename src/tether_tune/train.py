@@ -76,6 +76,12 @@ class TrainConfig:
     logging_steps: int = field(default=1, metadata={"help": "log loss every N updates"})
     save_total_limit: int = field(default=2, metadata={"help": "checkpoints kept (the best is always kept)"})
     dtype: str = field(default="auto", metadata={"help": DTYPE_HELP})
+    bf16: bool = field(
+        default=False,
+        metadata={"help": "bf16 mixed precision: matrix products in bf16 under autocast, weights, gradients and "
+                          "optimizer state in fp32 (HF TrainingArguments' bf16). On CPUs with AMX or AVX512-BF16 a "
+                          "step is about 1.4x faster (benchmarks/bench_train_step.py --bf16); saved adapters are fp32"},
+    )
     developer: str | None = field(default=None, metadata={"help": "extra context placed before the trigger sentence in the developer turn"})
     share_prefix: bool = field(default=True, metadata={"help": "compute the developer turn shared by a batch once (same loss and gradients, about 3x fewer tokens)"})
     strict_data: bool = field(default=False, metadata={"help": "also refuse examples whose arguments are not stated in the request"})

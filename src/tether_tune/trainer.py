@@ -302,7 +302,7 @@ def training_arguments(cfg: Any, out_dir: Path, has_val: bool, select_by_accurac
         greater_is_better=select_by_accuracy,
         seed=cfg.seed,
         data_seed=cfg.seed,
-        bf16=pick_dtype(cfg.dtype, pick_device("auto")) == torch.bfloat16,
+        bf16=bool(getattr(cfg, "bf16", False)) or pick_dtype(cfg.dtype, pick_device("auto")) == torch.bfloat16,
         report_to=report_to,
         remove_unused_columns=False,
         train_sampling_strategy="group_by_length",
