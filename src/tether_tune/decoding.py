@@ -22,6 +22,10 @@ import time
 from dataclasses import dataclass
 from typing import Any, Sequence
 
+from .format import CONTROL_TOKEN_IDS, START_CALL
+
+START_CALL_ID = CONTROL_TOKEN_IDS[START_CALL]
+
 
 @dataclass
 class _Rows:
@@ -167,8 +171,9 @@ class _Greedy:
 
     def __init__(self, suffixes: Sequence[Sequence[int]], stop_ids: Sequence[int], max_new_tokens: int,
                  constraint: Any, speculate: int, sources: Sequence[Sequence[int]] | None,
-                 requests: Sequence[str] | None = None):
+                 requests: Sequence[str] | None = None, call_bias: float = 0.0):
         B = len(suffixes)
+        self.call_bias = call_bias
         self.stop, self.max_new_tokens, self.constraint, self.speculate = set(stop_ids), max_new_tokens, constraint, speculate
         self.out: list[list[int]] = [[] for _ in range(B)]
         self.forced, self.accepted, self.done = [0] * B, [0] * B, [False] * B
@@ -189,7 +194,11 @@ class _Greedy:
         return tokens
 
     def choose(self, b: int, logits: Any) -> tuple[int, list[int]]:
-        """Greedy's token at one position (under the grammar), and the tokens the grammar forces after it."""
+        """Greedy's token at one position (under the grammar), and the tokens the grammar forces after it. At the
+        first position, ``call_bias`` is added to the score of ``<start_function_call>`` (call or words)."""
+        if self.call_bias and not self.out[b]:
+            logits = logits.clone()
+            logits[START_CALL_ID] += self.call_bias
         if self.matchers is None:
             return int(logits.argmax()), []
         allowed = self.constraint.allowed([self.matchers[b]], logits.shape[-1])[0]
@@ -231,6 +240,7 @@ def decode_greedy(
     speculate: int = 0,
     sources: Sequence[Sequence[int]] | None = None,
     requests: Sequence[str] | None = None,
+    call_bias: float = 0.0,
 ) -> list[Decoded]:
     """Greedy decoding of each suffix after the shared prefix, all rows in one batch.
 
@@ -243,11 +253,14 @@ def decode_greedy(
     grammar too), so the output is the same tokens, in fewer forwards. Rejected drafts become padding slots.
 
     ``requests``: the request text of each row, for a grounded ``constraint`` (its grammar is built per request).
+
+    ``call_bias``: added to the score of ``<start_function_call>`` at the first position only: the calibrated
+    decision between a call and words (``calibrate.py``); 0 is plain greedy.
     """
     import torch
 
     B = len(suffixes)
-    g = _Greedy(suffixes, stop_ids, max_new_tokens, constraint, speculate, sources, requests)
+    g = _Greedy(suffixes, stop_ids, max_new_tokens, constraint, speculate, sources, requests, call_bias)
     calls, t_prefill = 0, None
     with torch.inference_mode():
         t0 = time.perf_counter()
@@ -266,3 +279,11 @@ def decode_greedy(
         Decoded(ids, {**stats, "new_tokens": float(len(ids)), "forced_tokens": float(n), "draft_tokens": float(a)})
         for ids, n, a in zip(g.out, g.forced, g.accepted)
     ]
+
+
+def first_token_logits(model: Any, prefix: PrefixCache, suffixes: Sequence[Sequence[int]], pad_id: int = 0) -> Any:
+    """[B, V] scores of the first token each suffix's answer would start with (one forward, no decoding)."""
+    import torch
+
+    with torch.inference_mode():
+        return _forward(model, prefix.rows(len(suffixes)), [list(s) for s in suffixes], pad_id, 1)[:, -1].float()

@@ -145,6 +145,10 @@ class EvaluateConfig:
     constrained: bool = field(default=True, metadata={"help": "grammar-constrained decoding (unless --decoding is given)"})
     grounded: bool = field(default=True, metadata={"help": "with --constrained: values only from the request (unless --decoding is given)"})
     decoding: str | None = field(default=None, metadata={"help": "comma list of decodings to evaluate: grounded (schema, and values only from the request), constrained (schema alone), unconstrained; e.g. grounded,constrained,unconstrained"})
+    call_bias: float | None = field(default=None, metadata={
+        "help": "added to the call token's score at the first answer token, the calibrated choice between a call "
+                "and words (tether-tune calibrate); default: the run's calibrated value (run_info.json), 0 for a "
+                "plain model; 0 turns calibration off"})
     max_examples: int | None = field(default=None, metadata={"help": "score only the first N gold examples"})
     batch_size: int = field(default=8, metadata={"help": "requests generated together (1 for honest per-example latency)"})
     max_new_tokens: int = field(default=128, metadata={"help": "generation limit per request"})
@@ -211,13 +215,13 @@ def _evaluate_model(cfg: EvaluateConfig, examples: list[Example], tools: list[di
         run = load_run(model, tools=tools, dtype=cfg.dtype, device=cfg.device)  # once per model, whatever the decodings
         for decoding in cfg.decodings():
             predictor = Predictor.from_run(run, constrained=decoding != "unconstrained", grounded=decoding == "grounded",
-                                           max_new_tokens=cfg.max_new_tokens)
+                                           max_new_tokens=cfg.max_new_tokens, call_bias=cfg.call_bias)
             name = f"{label} ({decoding})" if several else label
             preds, wall = generate(predictor, requests, cfg.batch_size, desc=name)
             unfinished = [any("max_new_tokens" in e for e in p.errors) for p in preds]
             report = score(examples, [p.raw for p in preds], tools, unfinished)
             report["latency"] = latency_summary([p.timings for p in preds], wall, cfg.batch_size)
-            report["meta"].update(model=str(model), decoding=decoding)
+            report["meta"].update(model=str(model), decoding=decoding, call_bias=predictor.call_bias)
             reports[name] = report
             del predictor
         if cfg.compare_base and label != "base":

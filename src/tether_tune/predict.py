@@ -85,9 +85,11 @@ class Predictor:
         base_model: str = "",
         speculate: int = 8,
         grounded: bool = True,
+        call_bias: float = 0.0,
     ):
         from .tokenizer import encode_segments, stop_token_ids
 
+        self.call_bias = call_bias
         self.model = model
         self.tokenizer = tokenizer
         self.tools = list(tools)
@@ -119,23 +121,29 @@ class Predictor:
         max_new_tokens: int = 128,
         speculate: int = 8,
         grounded: bool = True,
+        call_bias: float | None = None,
     ) -> "Predictor":
         """``model``: a training output directory (its base model with the LoRA merged in, its tokenizer, tools and
         developer text: ``rundir.load_run``), a model directory, a hub name, a ``.gguf`` or the offline preset.
         ``tools``: a list or a tools file; default the run's tools, else CodeTether's.
         ``speculate``: draft tokens copied from the request per forward (0: off); the output does not change.
-        ``grounded`` (with ``constrained``): ids, names and free text only from the request."""
+        ``grounded`` (with ``constrained``): ids, names and free text only from the request.
+        ``call_bias``: added to the call token's first score (``calibrate.py``); ``None``: the run's calibrated
+        value (0 for a plain model)."""
         from .rundir import load_run
 
         return cls.from_run(load_run(model, tools=tools, dtype=dtype, device=device), constrained, max_new_tokens,
-                            speculate, grounded)
+                            speculate, grounded, call_bias)
 
     @classmethod
     def from_run(cls, run: Any, constrained: bool = True, max_new_tokens: int = 128, speculate: int = 8,
-                 grounded: bool = True) -> "Predictor":
-        """A predictor over an already loaded ``rundir.LoadedRun`` (several decodings share one loaded model)."""
+                 grounded: bool = True, call_bias: float | None = None) -> "Predictor":
+        """A predictor over an already loaded ``rundir.LoadedRun`` (several decodings share one loaded model).
+        ``call_bias`` ``None``: the run's calibrated bias."""
+        if call_bias is None:
+            call_bias = (run.info.call_bias if run.info is not None else None) or 0.0
         return cls(run.model, run.tokenizer, run.tools, run.developer, constrained, max_new_tokens, run.base_model,
-                   speculate, grounded)
+                   speculate, grounded, call_bias)
 
     def encode(self, request: str) -> list[int]:
         """The full prompt's ids for ``request`` (what the uncached path would feed the model)."""
@@ -178,6 +186,7 @@ class Predictor:
                 self.speculate,
                 [[t for t in suffixes[i] if t not in controls] for i in idx],  # the request's own tokens
                 [requests[i] for i in idx],  # what a grounded grammar is built from
+                self.call_bias,
             )
             for i, d in zip(idx, decoded):
                 raw = decode(self.tokenizer, d.ids)
@@ -213,6 +222,10 @@ class PredictConfig:
     grounded: bool = field(default=True, metadata={
         "help": "with --constrained: ids, agent names and free text can only be spans of the request, and a call "
                 "whose required id the request lacks cannot be made (--no-grounded: the schema alone)"})
+    call_bias: float | None = field(default=None, metadata={
+        "help": "added to the call token's score at the first answer token, the calibrated choice between a call "
+                "and words (tether-tune calibrate); default: the run's calibrated value (run_info.json), 0 for a "
+                "plain model; 0 turns calibration off"})
     max_new_tokens: int = field(default=128, metadata={"help": "stop after this many new tokens"})
     speculate: int = field(
         default=8, metadata={"help": "draft tokens copied from the request, verified per forward (0: off; same output)"}
@@ -266,7 +279,7 @@ def run_predict(cfg: PredictConfig) -> int:
     t0 = time.perf_counter()
     predictor = Predictor.load(
         cfg.model_path, cfg.tools, cfg.device, cfg.dtype, cfg.constrained, cfg.max_new_tokens, cfg.speculate,
-        cfg.grounded
+        cfg.grounded, cfg.call_bias
     )
     _log(f"loaded {cfg.model_path} in {time.perf_counter() - t0:.1f} s (prefix: {len(predictor.prefix.ids)} tokens)")
     predictions = predictor.predict_batch([r for _, r in items], batch_size=cfg.batch_size)

@@ -64,6 +64,8 @@ class RunInfo:
     shared_prefix_batches: int | None = None  # of which computed the developer turn once (trainer.shared_prefix_loss)
     interrupted_at_step: int | None = None
     world_size: int = 1
+    call_bias: float | None = None  # added to <start_function_call>'s first-token score (calibrate.py)
+    call_calibration: dict[str, Any] = field(default_factory=dict)  # how call_bias was chosen
     extra: dict[str, Any] = field(default_factory=dict)  # keys this version does not know, kept as they were
 
     def to_dict(self) -> dict[str, Any]:

@@ -84,6 +84,9 @@ class TrainConfig:
     )
     developer: str | None = field(default=None, metadata={"help": "extra context placed before the trigger sentence in the developer turn"})
     share_prefix: bool = field(default=True, metadata={"help": "compute the developer turn shared by a batch once (same loss and gradients, about 3x fewer tokens)"})
+    calibrate: bool = field(default=True, metadata={
+        "help": "at the end, choose the call-or-words bias on the validation file (tether-tune calibrate) and store "
+                "it in run_info.json; prediction applies it"})
     strict_data: bool = field(default=False, metadata={"help": "also refuse examples whose arguments are not stated in the request"})
 
     def validate(self) -> None:
@@ -299,6 +302,20 @@ def fill_results(info: RunInfo, trainer: Any, seconds: float) -> None:
     info.best_checkpoint = trainer.state.best_model_checkpoint
 
 
+def calibrate_call_bias(cfg: TrainConfig, model: Any, tokenizer: Any, tools: Sequence[dict],
+                        val_examples: Sequence[Example], info: RunInfo) -> None:
+    """Choose the call-or-words bias on the validation examples, under the grounded grammar (``calibrate.py``)."""
+    from .calibrate import calibrate
+    from .predict import Predictor
+
+    model.eval()
+    predictor = Predictor(model, tokenizer, tools, developer=cfg.developer, grounded=True)
+    bias, stats = calibrate(predictor, val_examples)
+    info.call_bias, info.call_calibration = bias, {**stats, "val_file": str(cfg.val_file)}
+    say(f"call-or-words bias {bias:+.3f}: {stats['before']['right']} -> {stats['after']['right']} of "
+        f"{stats['examples']} validation decisions right")
+
+
 def run_train(cfg: TrainConfig) -> int:
     """Fine-tune; write the run directory (``rundir``). Returns 0, 130 when interrupted, 1 on a diverging loss."""
     cfg.validate()
@@ -347,6 +364,8 @@ def run_train(cfg: TrainConfig) -> int:
         say(f"error: {err}")
         return 1
     fill_results(info, trainer, time.perf_counter() - t0)
+    if cfg.calibrate and data.val_examples and is_main_process():
+        calibrate_call_bias(cfg, trainer.model, tokenizer, tools, data.val_examples, info)
     if is_main_process():
         write_run(out_dir, trainer.model, tokenizer, tools, cfg, info)
     summary = {k: v for k, v in info.to_dict().items() if k in (

@@ -1,0 +1,137 @@
+"""Calibrating the decision between a call and words, on validation data.
+
+A fine-tuned model's first answer token decides: ``<start_function_call>`` (a call) or anything else (words).
+That choice is where a model trained mostly on calls over-calls. The *margin* of a request is the score of
+``<start_function_call>`` minus the best other score the grammar allows at that position (one forward, no
+decoding); greedy calls a tool when the margin is above 0. Calibration picks the bias added to the call score
+(``decoding.decode_greedy(call_bias=...)``) that makes the most validation decisions right — calls on requests
+whose gold answer is a call, words on the others — preferring the bias closest to 0 among equals.
+
+``tether-tune train`` calibrates on its validation file at the end and stores the bias in ``run_info.json``
+(``call_bias``); prediction and evaluation apply it unless ``--call_bias`` says otherwise.
+``tether-tune calibrate --model_path RUN --val_file FILE`` does it again for an existing run.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+from .config import ConfigError, atomic_write_text, print_config, say
+from .data import Example, read_examples
+from .decoding import START_CALL_ID, first_token_logits
+
+
+def call_margins(predictor: Any, requests: Sequence[str], batch_size: int = 8) -> list[float | None]:
+    """Per request: the call score minus the best other allowed score at the first answer token, under the
+    predictor's grammar; ``None`` when the grammar allows no call there (grounded: a required id is missing)."""
+    import torch
+
+    n = len(predictor.prefix.ids)
+    out: list[float | None] = []
+    for start in range(0, len(requests), batch_size):
+        chunk = list(requests[start : start + batch_size])
+        suffixes = [predictor.encode(r)[n:] for r in chunk]
+        logits = first_token_logits(predictor.model, predictor.prefix, suffixes, predictor.pad_id).cpu()
+        if predictor.constraint is not None:
+            allowed = predictor.constraint.allowed([predictor.constraint.matcher(r) for r in chunk], logits.shape[-1])
+        else:
+            allowed = torch.ones_like(logits, dtype=torch.bool)
+        for row, ok in zip(logits, allowed):
+            if not ok[START_CALL_ID]:
+                out.append(None)
+                continue
+            others = row.masked_fill(~ok, float("-inf"))
+            others[START_CALL_ID] = float("-inf")
+            best = float(others.max())
+            out.append(float(row[START_CALL_ID]) - best if best > float("-inf") else float("inf"))
+    return out
+
+
+def choose_call_bias(margins: Sequence[float | None], is_call: Sequence[bool], limit: float = 10.0) -> tuple[float, dict[str, Any]]:
+    """The bias b (|b| <= ``limit``) that makes the most decisions right (call iff margin + b > 0), the one
+    closest to 0 among equals; with the decision counts before and after."""
+    pairs = [(m, c) for m, c in zip(margins, is_call) if m is not None]
+
+    def right(b: float) -> int:
+        return sum((m + b > 0) == c for m, c in pairs)
+
+    # Decisions change only where -margin crosses b: try 0 and a point just past each crossing.
+    candidates = {0.0}
+    for m, _ in pairs:
+        for b in (-m + 1e-3, -m - 1e-3):
+            if abs(b) <= limit:
+                candidates.add(round(b, 4))
+    best = max(sorted(candidates, key=abs), key=right)  # max keeps the first (closest to 0) of equals
+
+    def counts(b: float) -> dict[str, int]:
+        calls = [(m + b > 0) for m, _ in pairs]
+        return {
+            "right": right(b),
+            "calls_on_call_requests": sum(d and c for d, (_, c) in zip(calls, pairs)),
+            "words_on_words_requests": sum((not d) and (not c) for d, (_, c) in zip(calls, pairs)),
+        }
+
+    n_call = sum(c for _, c in pairs)
+    stats = {"examples": len(pairs), "call_requests": n_call, "words_requests": len(pairs) - n_call,
+             "no_call_possible": len(margins) - len(pairs), "before": counts(0.0), "after": counts(best)}
+    return best, stats
+
+
+def calibrate(predictor: Any, examples: Sequence[Example], batch_size: int = 8) -> tuple[float, dict[str, Any]]:
+    """The call bias for ``predictor`` chosen on ``examples`` (their gold: a call or words)."""
+    margins = call_margins(predictor, [ex.request for ex in examples], batch_size)
+    return choose_call_bias(margins, [bool(ex.calls) for ex in examples])
+
+
+# --------------------------------------------------------------------------------------------------------------
+# CLI: tether-tune calibrate
+# --------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class CalibrateConfig:
+    """Choose the call-or-words bias of a run on validation data and store it in its run_info.json."""
+
+    model_path: str = field(default="", metadata={"help": "a training output directory (run directory)"})
+    val_file: str = field(default="", metadata={"help": "validation examples (any format tether-tune reads); never a test set"})
+    grounded: bool = field(default=True, metadata={"help": "measure under the grounded grammar (what prediction uses by default)"})
+    batch_size: int = field(default=8, metadata={"help": "requests per forward"})
+    dry_run: bool = field(default=False, metadata={"help": "print the chosen bias, leave run_info.json as it is"})
+
+    def validate(self) -> None:
+        from pathlib import Path
+
+        from .rundir import is_run_dir
+
+        if not self.model_path or not is_run_dir(self.model_path):
+            raise ConfigError(f"--model_path {self.model_path!r}: not a run directory (no adapter_config.json)")
+        if not self.val_file or not Path(self.val_file).is_file():
+            raise ConfigError(f"--val_file {self.val_file!r}: no such file")
+        if self.batch_size < 1:
+            raise ConfigError("--batch_size must be at least 1")
+
+
+def run_calibrate(cfg: CalibrateConfig) -> int:
+    cfg.validate()
+    print_config(cfg)
+    from .predict import Predictor
+    from .rundir import RUN_INFO_FILE, load_run
+
+    run = load_run(cfg.model_path)
+    examples, _ = read_examples(cfg.val_file, strict=True)
+    predictor = Predictor.from_run(run, constrained=True, grounded=cfg.grounded, call_bias=0.0)
+    bias, stats = calibrate(predictor, examples, cfg.batch_size)
+    say(f"call bias {bias:+.3f}: {stats['before']['right']} -> {stats['after']['right']} of {stats['examples']} "
+        f"call-or-words decisions right on {cfg.val_file}")
+    if not cfg.dry_run:
+        from pathlib import Path
+
+        info = run.info
+        info.call_bias, info.call_calibration = bias, {**stats, "val_file": str(cfg.val_file)}
+        atomic_write_text(Path(cfg.model_path) / RUN_INFO_FILE, json.dumps(info.to_dict(), indent=2) + "\n")
+        say(f"stored in {Path(cfg.model_path) / RUN_INFO_FILE}")
+    return 0
+
+

@@ -1,0 +1,101 @@
+"""The calibrated choice between a call and words: the bias rule on hand-made margins, the margin measured on the
+tiny model, the bias changing only the first token's choice, and `tether-tune calibrate` storing it in a run."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from tether_tune import cli
+from tether_tune.calibrate import call_margins, choose_call_bias
+from tether_tune.decoding import START_CALL_ID, first_token_logits
+from tether_tune.predict import Predictor
+
+REQUESTS = ["cancel task 3f2a9c1e-7b4d-4e8f-9a6b-0c1d2e3f4a5b please", "thanks, that's all", "list the failed tasks",
+            "what's the weather like"]
+
+
+def test_the_bias_makes_the_most_decisions_right_closest_to_zero():
+    # call iff margin + bias > 0. Calls have margins 2, 1, -1 and words -3, 0.5: at 0, 3 of 5 are right; a bias
+    # just above +1 wins the -1 call, one just below -0.5 wins the 0.5 words (4 right each): the smaller move wins.
+    margins = [2.0, 1.0, -1.0, -3.0, 0.5]
+    is_call = [True, True, True, False, False]
+    bias, stats = choose_call_bias(margins, is_call)
+    assert stats["after"]["right"] == 4 and stats["before"]["right"] == 3
+    assert bias == pytest.approx(-0.5, abs=0.01) and bias < -0.5
+    # already perfect: no move
+    bias, stats = choose_call_bias([3.0, -2.0], [True, False])
+    assert bias == 0.0 and stats["after"]["right"] == 2
+    # over-calling (every margin positive, words requests too): the bias goes negative
+    bias, stats = choose_call_bias([4.0, 3.0, 1.0, 0.5], [True, True, False, False])
+    assert -3.0 < bias < -1.0 and stats["after"]["right"] == 4
+    # requests where no call is possible (None) are left out
+    bias, stats = choose_call_bias([None, 2.0], [True, True])
+    assert stats["examples"] == 1 and stats["no_call_possible"] == 1
+
+
+@pytest.fixture(scope="module")
+def predictor(tiny_model_dir: Path, tools: list[dict]) -> Predictor:
+    return Predictor.load(str(tiny_model_dir), tools=tools, constrained=True, max_new_tokens=12)
+
+
+def test_the_margin_is_the_call_score_minus_the_best_other_allowed(predictor: Predictor):
+    margins = call_margins(predictor, REQUESTS)
+    n = len(predictor.prefix.ids)
+    logits = first_token_logits(predictor.model, predictor.prefix, [predictor.encode(r)[n:] for r in REQUESTS])
+    allowed = predictor.constraint.allowed([predictor.constraint.matcher(r) for r in REQUESTS], logits.shape[-1])
+    for m, row, ok, r in zip(margins, logits, allowed, REQUESTS):
+        if m is None:
+            assert not ok[START_CALL_ID]
+            continue
+        others = row.masked_fill(~ok, float("-inf"))
+        others[START_CALL_ID] = float("-inf")
+        assert m == pytest.approx(float(row[START_CALL_ID] - others.max()), abs=1e-4), r
+    # batched margins equal one-at-a-time margins
+    assert margins == pytest.approx([call_margins(predictor, [r])[0] for r in REQUESTS], abs=1e-4)
+
+
+@pytest.mark.parametrize("sign", [+1, -1])
+def test_a_bias_past_the_margin_flips_the_first_token_and_nothing_else(predictor: Predictor, sign: int):
+    request = REQUESTS[0]
+    (m,) = call_margins(predictor, [request])
+    assert m is not None
+    plain = predictor.predict(request)
+    starts_with_call = plain.raw.startswith("<start_function_call>")
+    assert starts_with_call == (m > 0)
+    bias = -m + sign * 0.5  # calls iff m + bias > 0, i.e. iff sign > 0
+    biased = Predictor(predictor.model, predictor.tokenizer, predictor.tools, call_bias=bias, max_new_tokens=12)
+    out = biased.predict(request).raw
+    assert out.startswith("<start_function_call>") == (sign > 0)
+    if (sign > 0) == starts_with_call:  # no flip: the very same output
+        assert out == plain.raw
+
+
+def test_calibrate_command_stores_the_bias_and_prediction_applies_it(tiny_model_dir: Path, tools, tmp_path: Path):
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
+    run = tmp_path / "run"
+    get_peft_model(base, LoraConfig(r=2, target_modules=["q_proj"])).save_pretrained(run)
+    AutoTokenizer.from_pretrained(tiny_model_dir).save_pretrained(run)
+    (run / "run_info.json").write_text(json.dumps({"base_model": str(tiny_model_dir), "val_loss_per_epoch": [1.0]}))
+    val = tmp_path / "val.jsonl"
+    rows = [{"input": REQUESTS[0], "output": "<start_function_call>call:cancel_task{task_id:<escape>"
+             "3f2a9c1e-7b4d-4e8f-9a6b-0c1d2e3f4a5b<escape>}<end_function_call>"},
+            {"input": REQUESTS[1], "output": "You're welcome!"}, {"input": REQUESTS[3], "output": "I can't check that."}]
+    val.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert cli.main(["calibrate", "--model_path", str(run), "--val_file", str(val)]) == 0
+    info = json.loads((run / "run_info.json").read_text())
+    assert isinstance(info["call_bias"], float) and info["call_calibration"]["examples"] == 3
+    assert info["val_loss_per_epoch"] == [1.0]  # the rest of run_info is kept
+    assert info["call_calibration"]["after"]["right"] >= info["call_calibration"]["before"]["right"]
+    assert Predictor.load(str(run)).call_bias == info["call_bias"]
+    assert Predictor.load(str(run), call_bias=0.0).call_bias == 0.0
+    # a plain model (no run directory to store the bias in) is refused with a clear message
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["calibrate", "--model_path", str(tiny_model_dir), "--val_file", str(val)])
+    assert exit_.value.code == 2
