@@ -307,9 +307,9 @@ def calibrate_call_bias(cfg: TrainConfig, model: Any, tokenizer: Any, tools: Seq
     """Choose the call-or-words bias on the validation examples, under the grounded grammar (``calibrate.py``)."""
     from .calibrate import calibrate
     from .predict import Predictor
+    from .trainer import inference_copy
 
-    model.eval()
-    predictor = Predictor(model, tokenizer, tools, developer=cfg.developer, grounded=True)
+    predictor = Predictor(inference_copy(model), tokenizer, tools, developer=cfg.developer, grounded=True)
     bias, stats = calibrate(predictor, val_examples)
     info.call_bias, info.call_calibration = bias, {**stats, "val_file": str(cfg.val_file)}
     say(f"call-or-words bias {bias:+.3f}: {stats['before']['right']} -> {stats['after']['right']} of "
