@@ -171,9 +171,10 @@ def exact_call_accuracy(model: Any, tokenizer: Any, examples: Sequence[Example],
     merged = inference_copy(model)
     with torch.no_grad():
         predictor = Predictor(merged, tokenizer, tools, developer=developer, max_new_tokens=max_new_tokens, call_bias=0.0)
-        outputs = [p.raw for p in predictor.predict_batch([ex.request for ex in examples], batch_size=16)]
+        preds = predictor.predict_batch([ex.request for ex in examples], batch_size=16)
     del merged, predictor
-    return float(score(list(examples), outputs, tools)["exact_call_accuracy"])
+    unfinished = [any("max_new_tokens" in e for e in p.errors) for p in preds]  # scored as evaluate scores them
+    return float(score(list(examples), [p.raw for p in preds], tools, unfinished)["exact_call_accuracy"])
 
 
 def sample_examples(examples: Sequence[Example], n: int, seed: int) -> list[Example]:
