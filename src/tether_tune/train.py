@@ -316,6 +316,15 @@ def calibrate_call_bias(cfg: TrainConfig, model: Any, tokenizer: Any, tools: Seq
         f"{stats['examples']} validation decisions right")
 
 
+def _wait_for_rank_0() -> None:
+    """Under torchrun, the other ranks wait here while rank 0 calibrates and writes the run: a rank that exits
+    while rank 0 still holds the process group aborts the launch."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+
+
 def run_train(cfg: TrainConfig) -> int:
     """Fine-tune; write the run directory (``rundir``). Returns 0, 130 when interrupted, 1 on a diverging loss."""
     cfg.validate()
@@ -368,6 +377,7 @@ def run_train(cfg: TrainConfig) -> int:
         calibrate_call_bias(cfg, trainer.model, tokenizer, tools, data.val_examples, info)
     if is_main_process():
         write_run(out_dir, trainer.model, tokenizer, tools, cfg, info)
+    _wait_for_rank_0()
     summary = {k: v for k, v in info.to_dict().items() if k in (
         "train_seconds", "global_steps", "val_exact_call_accuracy_before", "val_exact_call_accuracy_per_epoch",
         "val_loss_per_epoch")}
