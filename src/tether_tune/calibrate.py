@@ -14,11 +14,10 @@ whose gold answer is a call, words on the others — preferring the bias closest
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
-from .config import ConfigError, atomic_write_text, print_config, say
+from .config import ConfigError, print_config, say
 from .data import Example, read_examples
 from .decoding import START_CALL_ID, first_token_logits
 
@@ -28,11 +27,10 @@ def call_margins(predictor: Any, requests: Sequence[str], batch_size: int = 8) -
     predictor's grammar; ``None`` when the grammar allows no call there (grounded: a required id is missing)."""
     import torch
 
-    n = len(predictor.prefix.ids)
     out: list[float | None] = []
     for start in range(0, len(requests), batch_size):
         chunk = list(requests[start : start + batch_size])
-        suffixes = [predictor.encode(r)[n:] for r in chunk]
+        suffixes = [predictor.suffix(r) for r in chunk]
         logits = first_token_logits(predictor.model, predictor.prefix, suffixes, predictor.pad_id).cpu()
         if predictor.constraint is not None:
             allowed = predictor.constraint.allowed([predictor.constraint.matcher(r) for r in chunk], logits.shape[-1])
@@ -85,6 +83,15 @@ def calibrate(predictor: Any, examples: Sequence[Example], batch_size: int = 8) 
     return choose_call_bias(margins, [bool(ex.calls) for ex in examples])
 
 
+def calibrate_run_info(info: Any, predictor: Any, examples: Sequence[Example], val_file: str, batch_size: int = 8) -> str:
+    """Calibrate and record the bias and how it was chosen in ``info`` (a ``rundir.RunInfo``); returns a line
+    saying what changed."""
+    bias, stats = calibrate(predictor, examples, batch_size)
+    info.call_bias, info.call_calibration = bias, {**stats, "val_file": str(val_file)}
+    return (f"call-or-words bias {bias:+.3f}: {stats['before']['right']} -> {stats['after']['right']} of "
+            f"{stats['examples']} decisions right on {val_file}")
+
+
 # --------------------------------------------------------------------------------------------------------------
 # CLI: tether-tune calibrate
 # --------------------------------------------------------------------------------------------------------------
@@ -117,21 +124,14 @@ def run_calibrate(cfg: CalibrateConfig) -> int:
     cfg.validate()
     print_config(cfg)
     from .predict import Predictor
-    from .rundir import RUN_INFO_FILE, load_run
+    from .rundir import load_run, write_run_info
 
     run = load_run(cfg.model_path)
     examples, _ = read_examples(cfg.val_file, strict=True)
     predictor = Predictor.from_run(run, constrained=True, grounded=cfg.grounded, call_bias=0.0)
-    bias, stats = calibrate(predictor, examples, cfg.batch_size)
-    say(f"call bias {bias:+.3f}: {stats['before']['right']} -> {stats['after']['right']} of {stats['examples']} "
-        f"call-or-words decisions right on {cfg.val_file}")
+    say(calibrate_run_info(run.info, predictor, examples, cfg.val_file, cfg.batch_size))
     if not cfg.dry_run:
-        from pathlib import Path
-
-        info = run.info
-        info.call_bias, info.call_calibration = bias, {**stats, "val_file": str(cfg.val_file)}
-        atomic_write_text(Path(cfg.model_path) / RUN_INFO_FILE, json.dumps(info.to_dict(), indent=2) + "\n")
-        say(f"stored in {Path(cfg.model_path) / RUN_INFO_FILE}")
+        say(f"stored in {write_run_info(cfg.model_path, run.info)}")
     return 0
 
 

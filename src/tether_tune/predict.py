@@ -160,6 +160,10 @@ class Predictor:
             )
         return ids
 
+    def suffix(self, request: str) -> list[int]:
+        """The prompt's ids after the cached developer turn: what decoding feeds the model for ``request``."""
+        return self.encode(request)[len(self.prefix.ids) :]
+
     def predict(self, request: str) -> Prediction:
         return self.predict_batch([request], batch_size=1)[0]
 
@@ -167,8 +171,7 @@ class Predictor:
         """Requests in batches over the one prefix cache; requests of similar length share a batch."""
         from .tokenizer import decode
 
-        n = len(self.prefix.ids)
-        suffixes = [self.encode(r)[n:] for r in requests]
+        suffixes = [self.suffix(r) for r in requests]
         order = sorted(range(len(requests)), key=lambda i: len(suffixes[i]))
         controls = set(CONTROL_TOKEN_IDS.values())
         results: list[Prediction | None] = [None] * len(requests)

@@ -154,7 +154,14 @@ def write_run(out_dir: str | os.PathLike, model: Any, tokenizer: Any, tools: Seq
     tokenizer.save_pretrained(str(out))
     atomic_write_text(out / TOOLS_FILE, json.dumps(list(tools), indent=2) + "\n")
     write_config(out, cfg)
-    atomic_write_text(out / RUN_INFO_FILE, json.dumps(info.to_dict(), indent=2) + "\n")
+    write_run_info(out, info)
+
+
+def write_run_info(out_dir: str | os.PathLike, info: RunInfo) -> Path:
+    """(Re)write ``run_info.json`` alone, whole or not at all (``tether-tune calibrate`` updates a finished run)."""
+    path = Path(out_dir) / RUN_INFO_FILE
+    atomic_write_text(path, json.dumps(info.to_dict(), indent=2) + "\n")
+    return path
 
 
 @dataclass

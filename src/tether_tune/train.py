@@ -305,15 +305,12 @@ def fill_results(info: RunInfo, trainer: Any, seconds: float) -> None:
 def calibrate_call_bias(cfg: TrainConfig, model: Any, tokenizer: Any, tools: Sequence[dict],
                         val_examples: Sequence[Example], info: RunInfo) -> None:
     """Choose the call-or-words bias on the validation examples, under the grounded grammar (``calibrate.py``)."""
-    from .calibrate import calibrate
+    from .calibrate import calibrate_run_info
     from .predict import Predictor
     from .trainer import inference_copy
 
     predictor = Predictor(inference_copy(model), tokenizer, tools, developer=cfg.developer, grounded=True)
-    bias, stats = calibrate(predictor, val_examples)
-    info.call_bias, info.call_calibration = bias, {**stats, "val_file": str(cfg.val_file)}
-    say(f"call-or-words bias {bias:+.3f}: {stats['before']['right']} -> {stats['after']['right']} of "
-        f"{stats['examples']} validation decisions right")
+    say(calibrate_run_info(info, predictor, val_examples, str(cfg.val_file)))
 
 
 def _wait_for_rank_0() -> None:

@@ -114,6 +114,11 @@ def supervised_loss(model: Any, batch: dict[str, Any], num_items: Any = None) ->
     return _loss_from_logits(out.logits, targets, num_items)
 
 
+def unwrap_ddp(model: Any) -> Any:
+    """The module inside a DistributedDataParallel wrapper (the model itself otherwise)."""
+    return model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model
+
+
 def shared_prefix_loss(model: Any, batch: dict[str, Any], num_items: Any = None) -> tuple[Any, int]:
     """The same loss as :func:`supervised_loss` on the full sequences, computing the shared prefix once.
 
@@ -132,7 +137,7 @@ def shared_prefix_loss(model: Any, batch: dict[str, Any], num_items: Any = None)
     ids, mask = batch["input_ids"], batch["attention_mask"]  # (B, S)
     b, s = ids.shape
     p = prefix.shape[1]
-    inner = model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model
+    inner = unwrap_ddp(model)
     out = inner(input_ids=prefix, attention_mask=torch.ones_like(prefix), use_cache=True, logits_to_keep=1)
     cache = out.cache
     for layer in cache.layers:
@@ -155,7 +160,7 @@ def inference_copy(model: Any) -> Any:
     """A merged copy of a PEFT model for decoding, in eval mode (the model itself is untouched). Decoding through
     the PEFT wrappers costs far more: the trainable-token layer of the tied 262k-row output head rebuilds the whole
     head on every forward."""
-    inner = model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model
+    inner = unwrap_ddp(model)
     if hasattr(inner, "merge_and_unload"):
         inner = copy.deepcopy(inner).merge_and_unload()
     return inner.eval()

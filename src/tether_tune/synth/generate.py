@@ -169,6 +169,14 @@ JOINERS = [" and ", ", then ", ", and then ", ". Also, ", ". Then ", "; also ", 
 #: Several-call requests: share built from the pool's hand-written two-call frames; the rest are composed from
 #: single-call requests (2 calls, or 3 with ``P_THREE``), and ``P_TWIN`` of them ask the same thing of two or three ids.
 P_FRAME, P_THREE, P_TWIN = 0.3, 0.15, 0.15
+
+
+def _from_frame(frame: Frame, text: str, args: dict[str, Any], realiser: Realiser) -> Example:
+    """Steps 3 and 4 of ``frame`` (its ``text`` with the clauses in) and the target from the same values."""
+    request, stated = realiser.realise(text, args)
+    return Example(request=request, calls=_target(frame, args, stated, request), template=frame.id)
+
+
 def _single(family: str, rng: random.Random, pool: Pool, style: str | None = None, context: bool = True) -> Example | None:
     frames = pool.frames.get(family, [])
     args = _draw(family, rng)
@@ -176,8 +184,8 @@ def _single(family: str, rng: random.Random, pool: Pool, style: str | None = Non
     if not fitting:
         return None
     frame = rng.choice(fitting)
-    request, stated = Realiser(rng, pool, style, context).realise(frame.with_opts(args, rng), args)
-    return Example(request=request, calls=_target(frame, args, stated, request), template=frame.id)
+    realiser = Realiser(rng, pool, style, context)  # drawn before the clauses, as it always was (same data per seed)
+    return _from_frame(frame, frame.with_opts(args, rng), args, realiser)
 
 
 def _twin_example(rng: random.Random, pool: Pool) -> Example:
@@ -216,7 +224,7 @@ def _composed_example(rng: random.Random, pool: Pool) -> Example | None:
     style = rng.choices(list(STYLES), weights=list(STYLES.values()))[0]
     n = 3 if rng.random() < P_THREE else 2
     parts = []
-    for i in range(n):
+    for _ in range(n):
         part = _single(rng.choice(TOOLS), rng, pool, style, context=False)
         if part is None or (part.calls[0].name == "discover_agents" and any(p.calls[0].name == "discover_agents" for p in parts)):
             return None
@@ -240,8 +248,7 @@ def make_example(family: str, rng: random.Random, pool: Pool) -> Example | None:
             return _composed_example(rng, pool)
         frame = rng.choice(frames)
         args = _choose_values({a: None for a in frame.slot_args} | dict(frame.fixed), rng)
-        request, stated = Realiser(rng, pool).realise(frame.text, args)
-        return Example(request=request, calls=_target(frame, args, stated, request), template=frame.id)
+        return _from_frame(frame, frame.text, args, Realiser(rng, pool))
     ex = _single(family, rng, pool)
     if ex is not None and family == "create_task" and "priority" not in ex.calls[0].arguments and rng.random() < 0.15:
         sep = " " if ex.request[-1] in ".?!" else ". "
