@@ -199,6 +199,17 @@ def test_no_call_answers_are_words_and_vague_requests_ask_for_what_is_missing():
     assert all("?" in ex.text or "need" in ex.text for ex in vague)
 
 
+def test_words_answers_are_the_few_short_ones():
+    """Labelling rule 8: every words answer is one of WORDS_ANSWERS (an agent named in the request filled in)."""
+    examples = generate_examples({f: 0 for f in FAMILIES} | {"no_call": 400}, seed=5)
+    shapes = set(T.WORDS_ANSWERS)
+    for ex in examples:
+        named = re.fullmatch(r"What should I tell (\S+)\?", ex.text)
+        spoken = named and named.group(1).replace("-", " ").lower() in ex.request.replace("-", " ").lower()
+        assert ex.text in shapes or spoken, (ex.request, ex.text)
+    assert len({ex.text for ex in examples if ex.text in shapes}) >= 10  # every situation, not one answer for all
+
+
 def test_impossible_counts_fail_clearly(monkeypatch):
     same = Example(request="list the agents", calls=[Call("discover_agents", {})], template="discover_agents.02")
     monkeypatch.setattr(synth, "make_example", lambda family, rng, pool: same)

@@ -28,13 +28,13 @@ from .generate import (
     to_record,
 )
 from .realise import enum_words, unstated_enum_words
-from .templates import NO_CALL
+from .templates import NO_CALL, WORDS_ANSWERS
 from .values import AGENTS, CONTEXT, MESSAGES_DO, MESSAGES_KNOW, TASKS
 
 __all__ = [
     "AGENTS", "ARG_SLOT", "CONTEXT", "DEFAULT_COUNTS", "ENUMS", "FAMILIES", "Frame", "GenerateConfig", "GenerateError",
     "MESSAGES_DO", "MESSAGES_KNOW", "NO_CALL", "PRESENCE", "Pool", "TASKS", "TOOLS", "all_frames", "allocate",
     "duplicate_problems", "enum_words", "family_of", "generate_examples", "generate_splits", "main", "make_pools",
-    "output_paths", "parse_split", "resolve_counts", "run_generate", "split_problems", "to_record",
+    "output_paths", "parse_split", "resolve_counts", "run_generate", "split_problems", "to_record", "WORDS_ANSWERS",
     "unstated_enum_words",
 ]
