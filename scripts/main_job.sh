@@ -14,6 +14,7 @@ EPOCHS=${EPOCHS:-2}                    # 2 x 52 steps of 16 examples
 LR=${LR:-1e-3}                         # measured: 3e-4 undertrains (README, ablation)
 EVAL_SAMPLES=${EVAL_SAMPLES:-104}      # the whole validation split picks the checkpoint kept
 NO_CALL=${NO_CALL:-260}                # requests answered in words (the generator's default: 260 of 1040)
+DECISION_WEIGHT=${DECISION_WEIGHT:-5}   # loss weight of the call-or-words and another-call-or-end tokens (not swept)
 BF16=${BF16:-1}                        # bf16 mixed precision: 1.4x faster a step on this CPU (AMX)
 # The default evaluation fits the 30-minute budget; the full comparisons (about 10 more minutes) are opt-in:
 #   BASE=1 HANDWRITTEN_DECODINGS=grounded,constrained,unconstrained make main
@@ -38,7 +39,7 @@ bf16=(); [[ "$BF16" == 1 ]] && bf16=(--bf16)
 python finetune.py --model_name_or_path "$MODEL" "${bf16[@]}" --no-eval_before \
   --train_file "$RUN/data/codetether.train.jsonl" --val_file "$RUN/data/codetether.val.jsonl" \
   --output_dir "$RUN/model" --epochs "$EPOCHS" --batch_size 16 --gradient_accumulation_steps 1 \
-  --learning_rate "$LR" --eval_samples "$EVAL_SAMPLES" --seed "$SEED"
+  --learning_rate "$LR" --decision_weight "$DECISION_WEIGHT" --eval_samples "$EVAL_SAMPLES" --seed "$SEED"
 
 # Accuracy side by side. The base model never stops by itself (it runs to --max_new_tokens on every request),
 # so requests go 8 at a time here. Grounded decoding (ids, names and text only from the request) is the default;

@@ -10,8 +10,10 @@ import pytest
 import torch
 
 from tether_tune import cli
-from tether_tune.calibrate import call_margins, choose_call_bias
-from tether_tune.decoding import START_CALL_ID, first_token_logits
+from tether_tune.calibrate import START_RESPONSE_ID, call_margins, choose_call_bias, next_call_margins
+from tether_tune.data import Example
+from tether_tune.decoding import END_CALL_ID, START_CALL_ID, first_token_logits
+from tether_tune.format import Call
 from tether_tune.predict import Predictor
 
 REQUESTS = ["cancel task 3f2a9c1e-7b4d-4e8f-9a6b-0c1d2e3f4a5b please", "thanks, that's all", "list the failed tasks",
@@ -74,6 +76,45 @@ def test_a_bias_past_the_margin_flips_the_first_token_and_nothing_else(predictor
         assert out == plain.raw
 
 
+TWO = Example("cancel 3f2a9c1e-7b4d-4e8f-9a6b-0c1d2e3f4a5b and 0b1c2d3e-4f5a-4b6c-8d7e-9f0a1b2c3d4e",
+              [Call("cancel_task", {"task_id": "3f2a9c1e-7b4d-4e8f-9a6b-0c1d2e3f4a5b"}),
+               Call("cancel_task", {"task_id": "0b1c2d3e-4f5a-4b6c-8d7e-9f0a1b2c3d4e"})])
+ONE = Example("list the failed tasks", [Call("list_tasks", {"status": "failed"})])
+
+
+def test_next_call_margin_is_call_minus_end_after_each_gold_call(predictor: Predictor):
+    """One margin per gold call, read after its <end_function_call> with the gold answer teacher-forced: the call
+    score minus the <start_function_response> score of a plain forward over the whole sequence."""
+    from tether_tune.encode import encode_example
+
+    margins, more = next_call_margins(predictor, [TWO, Example("hi", text="Hello!"), ONE])
+    assert more == [True, False, False]  # two calls then one: another call, the end, the end
+    direct = []
+    for ex in (TWO, ONE):
+        enc = encode_example(predictor.tokenizer, ex, predictor.tools)
+        with torch.no_grad():
+            logits = predictor.model(torch.tensor([enc.input_ids])).logits[0].float()
+        direct += [float(logits[t, START_CALL_ID] - logits[t, START_RESPONSE_ID])
+                   for t, tok in enumerate(enc.input_ids) if tok == END_CALL_ID and enc.labels[t] != -100]
+    assert margins == pytest.approx(direct, abs=1e-3)
+    assert margins == pytest.approx(next_call_margins(predictor, [TWO])[0] + next_call_margins(predictor, [ONE])[0], abs=1e-3)
+
+
+@pytest.mark.parametrize("sign", [+1, -1])
+def test_a_next_call_bias_past_the_margin_decides_another_call(predictor: Predictor, sign: int):
+    """Decoding with the gold first call's margin crossed: a second call is started (sign +1) or the calls end."""
+    plain = Predictor(predictor.model, predictor.tokenizer, predictor.tools, call_bias=50.0,
+                      max_new_tokens=60).predict(ONE.request).raw
+    assert "<end_function_call>" in plain  # forced into a call; the grammar closes it within the limit
+    prefix = plain[: plain.index("<end_function_call>") + len("<end_function_call>")]
+    big = 50.0 * sign
+    biased = Predictor(predictor.model, predictor.tokenizer, predictor.tools, call_bias=50.0, next_call_bias=big,
+                       max_new_tokens=60)
+    out = biased.predict(ONE.request).raw
+    assert out.startswith(prefix)
+    assert out[len(prefix):].startswith("<start_function_call>" if sign > 0 else "<start_function_response>")
+
+
 def test_calibrate_command_stores_the_bias_and_prediction_applies_it(tiny_model_dir: Path, tools, tmp_path: Path):
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -95,6 +136,8 @@ def test_calibrate_command_stores_the_bias_and_prediction_applies_it(tiny_model_
     assert info["call_calibration"]["after"]["right"] >= info["call_calibration"]["before"]["right"]
     assert Predictor.load(str(run)).call_bias == info["call_bias"]
     assert Predictor.load(str(run), call_bias=0.0).call_bias == 0.0
+    assert isinstance(info["next_call_bias"], float) and info["next_call_calibration"]["decisions"] == 1
+    assert Predictor.load(str(run)).next_call_bias == info["next_call_bias"]
     # a plain model (no run directory to store the bias in) is refused with a clear message
     with pytest.raises(SystemExit) as exit_:
         cli.main(["calibrate", "--model_path", str(tiny_model_dir), "--val_file", str(val)])

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from tether_tune import cli
-from tether_tune.data import read_examples
+from tether_tune.data import Example, read_examples
 from tether_tune.encode import encode_example
 from tether_tune.trainer import PadCollator, supervised_loss
 
@@ -172,6 +172,46 @@ def test_shared_prefix_loss_equals_the_full_loss(tiny_model_dir, files, tools):
     assert n0 == n1 == sum(e.n_supervised for e in enc)
     assert torch.allclose(l0, l1, atol=1e-5)
     assert torch.allclose(g0, g1, atol=1e-5) and g0.abs().max() > 0
+
+
+def test_decision_weight_weighs_exactly_the_decision_tokens(tiny_model_dir, tools):
+    """The first token of the model turn and the token after each <end_function_call> get --decision_weight;
+    the loss is then the weighted cross-entropy of the full logits, in both loss paths; weight 1 is the plain loss."""
+    import torch.nn.functional as F
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from tether_tune.decoding import END_CALL_ID
+    from tether_tune.encode import IGNORE_INDEX
+    from tether_tune.format import Call
+    from tether_tune.trainer import decision_weights
+
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
+    u, v = (str(uuid.UUID(int=i, version=4)) for i in (7, 8))
+    examples = [Example(f"cancel {u} and {v}", [Call("cancel_task", {"task_id": u}), Call("cancel_task", {"task_id": v})]),
+                Example("hi there", text="Hi! What can I do for you in CodeTether?"),
+                Example(f"status of {u}", [Call("get_task", {"task_id": u})])]
+    rows = [{"input_ids": e.input_ids, "labels": e.labels, "prefix_len": e.prefix_len}
+            for e in (encode_example(tok, ex, tools) for ex in examples)]
+    plain = PadCollator(tok.pad_token_id, share_prefix=False)(rows)
+    labels = plain["labels"]
+    w = decision_weights(labels, 5.0)
+    # by hand: 1 first token per example, plus one after each of the 3 calls' <end_function_call>
+    assert int((w == 5.0).sum()) == 3 + 3 and int((w == 1.0).sum()) == len(w) - 6
+    after_end = [labels[b, t] for b in range(labels.shape[0]) for t in range(1, labels.shape[1])
+                 if labels[b, t - 1] == END_CALL_ID]
+    assert sorted(int(x) for x in after_end) == sorted([48, 50, 50])  # another call; the end twice
+    with torch.no_grad():
+        logits = model(input_ids=plain["input_ids"], attention_mask=plain["attention_mask"]).logits
+        ce = F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1),
+                             ignore_index=IGNORE_INDEX, reduction="none").reshape(labels.shape[0], -1)
+        mask = labels[:, 1:] != IGNORE_INDEX
+        want = (ce[mask] * w).sum() / mask.sum()
+        for share in (False, True):
+            batch = PadCollator(tok.pad_token_id, share_prefix=share)(rows)
+            loss, _ = supervised_loss(model, batch, decision_weight=5.0)
+            assert torch.allclose(loss, want, atol=1e-4), share
+        assert torch.allclose(supervised_loss(model, plain, decision_weight=1.0)[0], ce[mask].mean(), atol=1e-5)
 
 
 def test_logits_only_where_the_loss_is(tiny_model_dir, files, tools):

@@ -7,9 +7,17 @@ decoding); greedy calls a tool when the margin is above 0. Calibration picks the
 (``decoding.decode_greedy(call_bias=...)``) that makes the most validation decisions right — calls on requests
 whose gold answer is a call, words on the others — preferring the bias closest to 0 among equals.
 
+The same decision comes again after each call: right after ``<end_function_call>`` the model chooses between
+another ``<start_function_call>`` and ``<start_function_response>`` (the end of the calls; the grammar allows
+nothing else). A model trained on mostly single calls stops after the first one. Its margin there is the call
+score minus the end score, with the gold calls teacher-forced (one forward per request); ``next_call_bias``
+(``decode_greedy(next_call_bias=...)``) is chosen by the same rule on every call of the validation answers:
+another call where the gold answer has one, the end where it has not.
+
 ``tether-tune train`` calibrates on its validation file at the end and stores the bias in ``run_info.json``
 (``call_bias``); prediction and evaluation apply it unless ``--call_bias`` says otherwise.
-``tether-tune calibrate --model_path RUN --val_file FILE`` does it again for an existing run.
+``tether-tune calibrate --model_path RUN --val_file FILE`` does it again for an existing run. Both biases are
+stored (``call_bias``, ``next_call_bias``) and applied.
 """
 
 from __future__ import annotations
@@ -19,7 +27,10 @@ from typing import Any, Sequence
 
 from .config import ConfigError, print_config, say
 from .data import Example, read_examples
-from .decoding import START_CALL_ID, first_token_logits
+from .decoding import END_CALL_ID, START_CALL_ID, first_token_logits, last_logits
+from .format import CONTROL_TOKEN_IDS, START_RESPONSE
+
+START_RESPONSE_ID = CONTROL_TOKEN_IDS[START_RESPONSE]
 
 
 def call_margins(predictor: Any, requests: Sequence[str], batch_size: int = 8) -> list[float | None]:
@@ -45,6 +56,39 @@ def call_margins(predictor: Any, requests: Sequence[str], batch_size: int = 8) -
             best = float(others.max())
             out.append(float(row[START_CALL_ID]) - best if best > float("-inf") else float("inf"))
     return out
+
+
+def next_call_margins(predictor: Any, examples: Sequence[Example], batch_size: int = 8) -> tuple[list[float], list[bool]]:
+    """After each gold call of each example that has calls (the gold answer teacher-forced): the call score minus
+    the end score (``<start_function_response>``), and whether the gold answer has another call there."""
+    from dataclasses import replace
+
+    from .encode import encode_example
+
+    items: list[tuple[list[int], list[int]]] = []  # (suffix, completion)
+    n = len(predictor.prefix.ids)
+    for ex in examples:
+        if not ex.calls:
+            continue
+        enc = encode_example(predictor.tokenizer, replace(ex, developer=predictor.developer), predictor.tools)
+        if enc.input_ids[:n] != predictor.prefix.ids:
+            raise ValueError(f"{ex.source or ex.id}: its prompt does not start with the predictor's developer turn")
+        completion = [t for t, y in zip(enc.input_ids, enc.labels) if y != -100]
+        items.append((enc.input_ids[n:], completion))
+    margins: list[float] = []
+    more: list[bool] = []
+    for start in range(0, len(items), batch_size):
+        chunk = items[start : start + batch_size]
+        keep = max(len(c) for _, c in chunk)
+        logits = last_logits(predictor.model, predictor.prefix, [s for s, _ in chunk], keep, predictor.pad_id)
+        for row, (_, completion) in zip(logits, chunk):
+            at = keep - len(completion)  # the row's logits after completion[0] are at column ``at``
+            for i, token in enumerate(completion[:-1]):
+                if token == END_CALL_ID:
+                    scores = row[at + i]
+                    margins.append(float(scores[START_CALL_ID] - scores[START_RESPONSE_ID]))
+                    more.append(completion[i + 1] == START_CALL_ID)
+    return margins, more
 
 
 def choose_call_bias(margins: Sequence[float | None], is_call: Sequence[bool], limit: float = 10.0) -> tuple[float, dict[str, Any]]:
@@ -83,13 +127,29 @@ def calibrate(predictor: Any, examples: Sequence[Example], batch_size: int = 8) 
     return choose_call_bias(margins, [bool(ex.calls) for ex in examples])
 
 
+def calibrate_next_call(predictor: Any, examples: Sequence[Example], batch_size: int = 8) -> tuple[float, dict[str, Any]]:
+    """The bias after each call (another call or the end) for ``predictor``, chosen on ``examples``."""
+    margins, more = next_call_margins(predictor, examples, batch_size)
+    bias, stats = choose_call_bias(margins, more)
+    stats = {"decisions": stats["examples"], "another_call": stats["call_requests"], "end": stats["words_requests"],
+             "before": stats["before"], "after": stats["after"]}
+    for side in ("before", "after"):
+        c = stats[side]
+        stats[side] = {"right": c["right"], "another_call_kept": c["calls_on_call_requests"], "end_kept": c["words_on_words_requests"]}
+    return bias, stats
+
+
 def calibrate_run_info(info: Any, predictor: Any, examples: Sequence[Example], val_file: str, batch_size: int = 8) -> str:
-    """Calibrate and record the bias and how it was chosen in ``info`` (a ``rundir.RunInfo``); returns a line
-    saying what changed."""
+    """Calibrate both decisions and record the biases and how they were chosen in ``info`` (a
+    ``rundir.RunInfo``); returns lines saying what changed."""
     bias, stats = calibrate(predictor, examples, batch_size)
     info.call_bias, info.call_calibration = bias, {**stats, "val_file": str(val_file)}
+    more, more_stats = calibrate_next_call(predictor, examples, batch_size)
+    info.next_call_bias, info.next_call_calibration = more, {**more_stats, "val_file": str(val_file)}
     return (f"call-or-words bias {bias:+.3f}: {stats['before']['right']} -> {stats['after']['right']} of "
-            f"{stats['examples']} decisions right on {val_file}")
+            f"{stats['examples']} decisions right on {val_file}\n"
+            f"another-call-or-end bias {more:+.3f}: {more_stats['before']['right']} -> {more_stats['after']['right']} "
+            f"of {more_stats['decisions']} decisions right")
 
 
 # --------------------------------------------------------------------------------------------------------------

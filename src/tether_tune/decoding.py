@@ -22,9 +22,10 @@ import time
 from dataclasses import dataclass
 from typing import Any, Sequence
 
-from .format import CONTROL_TOKEN_IDS, START_CALL
+from .format import CONTROL_TOKEN_IDS, END_CALL, START_CALL
 
 START_CALL_ID = CONTROL_TOKEN_IDS[START_CALL]
+END_CALL_ID = CONTROL_TOKEN_IDS[END_CALL]
 
 
 @dataclass
@@ -171,9 +172,9 @@ class _Greedy:
 
     def __init__(self, suffixes: Sequence[Sequence[int]], stop_ids: Sequence[int], max_new_tokens: int,
                  constraint: Any, speculate: int, sources: Sequence[Sequence[int]] | None,
-                 requests: Sequence[str] | None = None, call_bias: float = 0.0):
+                 requests: Sequence[str] | None = None, call_bias: float = 0.0, next_call_bias: float = 0.0):
         B = len(suffixes)
-        self.call_bias = call_bias
+        self.call_bias, self.next_call_bias = call_bias, next_call_bias
         self.stop, self.max_new_tokens, self.constraint, self.speculate = set(stop_ids), max_new_tokens, constraint, speculate
         self.out: list[list[int]] = [[] for _ in range(B)]
         self.forced, self.accepted, self.done = [0] * B, [0] * B, [False] * B
@@ -195,10 +196,12 @@ class _Greedy:
 
     def choose(self, b: int, logits: Any) -> tuple[int, list[int]]:
         """Greedy's token at one position (under the grammar), and the tokens the grammar forces after it. At the
-        first position, ``call_bias`` is added to the score of ``<start_function_call>`` (call or words)."""
-        if self.call_bias and not self.out[b]:
+        first position, ``call_bias`` is added to the score of ``<start_function_call>`` (call or words); right
+        after a ``<end_function_call>``, ``next_call_bias`` is (another call, or the end of the calls)."""
+        bias = self.call_bias if not self.out[b] else self.next_call_bias if self.out[b][-1] == END_CALL_ID else 0.0
+        if bias:
             logits = logits.clone()
-            logits[START_CALL_ID] += self.call_bias
+            logits[START_CALL_ID] += bias
         if self.matchers is None:
             return int(logits.argmax()), []
         allowed = self.constraint.allowed([self.matchers[b]], logits.shape[-1])[0]
@@ -241,6 +244,7 @@ def decode_greedy(
     sources: Sequence[Sequence[int]] | None = None,
     requests: Sequence[str] | None = None,
     call_bias: float = 0.0,
+    next_call_bias: float = 0.0,
 ) -> list[Decoded]:
     """Greedy decoding of each suffix after the shared prefix, all rows in one batch.
 
@@ -255,12 +259,13 @@ def decode_greedy(
     ``requests``: the request text of each row, for a grounded ``constraint`` (its grammar is built per request).
 
     ``call_bias``: added to the score of ``<start_function_call>`` at the first position only: the calibrated
-    decision between a call and words (``calibrate.py``); 0 is plain greedy.
+    decision between a call and words (``calibrate.py``); 0 is plain greedy. ``next_call_bias``: the same, right
+    after each ``<end_function_call>`` (another call, or ``<start_function_response>``).
     """
     import torch
 
     B = len(suffixes)
-    g = _Greedy(suffixes, stop_ids, max_new_tokens, constraint, speculate, sources, requests, call_bias)
+    g = _Greedy(suffixes, stop_ids, max_new_tokens, constraint, speculate, sources, requests, call_bias, next_call_bias)
     calls, t_prefill = 0, None
     with torch.inference_mode():
         t0 = time.perf_counter()
@@ -283,7 +288,12 @@ def decode_greedy(
 
 def first_token_logits(model: Any, prefix: PrefixCache, suffixes: Sequence[Sequence[int]], pad_id: int = 0) -> Any:
     """[B, V] scores of the first token each suffix's answer would start with (one forward, no decoding)."""
+    return last_logits(model, prefix, suffixes, 1, pad_id)[:, -1]
+
+
+def last_logits(model: Any, prefix: PrefixCache, suffixes: Sequence[Sequence[int]], keep: int, pad_id: int = 0) -> Any:
+    """[B, keep, V] scores after each of the last ``keep`` tokens of each suffix (one forward, teacher-forced)."""
     import torch
 
     with torch.inference_mode():
-        return _forward(model, prefix.rows(len(suffixes)), [list(s) for s in suffixes], pad_id, 1)[:, -1].float()
+        return _forward(model, prefix.rows(len(suffixes)), [list(s) for s in suffixes], pad_id, keep).float()

@@ -149,6 +149,9 @@ class EvaluateConfig:
         "help": "added to the call token's score at the first answer token, the calibrated choice between a call "
                 "and words (tether-tune calibrate); default: the run's calibrated value (run_info.json), 0 for a "
                 "plain model; 0 turns calibration off"})
+    next_call_bias: float | None = field(default=None, metadata={
+        "help": "added to the call token's score right after each call: the calibrated choice between another "
+                "call and the end of the calls; default: the run's calibrated value, 0 for a plain model"})
     max_examples: int | None = field(default=None, metadata={"help": "score only the first N gold examples"})
     batch_size: int = field(default=8, metadata={"help": "requests generated together (1 for honest per-example latency)"})
     max_new_tokens: int = field(default=128, metadata={"help": "generation limit per request"})
@@ -215,13 +218,15 @@ def _evaluate_model(cfg: EvaluateConfig, examples: list[Example], tools: list[di
         run = load_run(model, tools=tools, dtype=cfg.dtype, device=cfg.device)  # once per model, whatever the decodings
         for decoding in cfg.decodings():
             predictor = Predictor.from_run(run, constrained=decoding != "unconstrained", grounded=decoding == "grounded",
-                                           max_new_tokens=cfg.max_new_tokens, call_bias=cfg.call_bias)
+                                           max_new_tokens=cfg.max_new_tokens, call_bias=cfg.call_bias,
+                                           next_call_bias=cfg.next_call_bias)
             name = f"{label} ({decoding})" if several else label
             preds, wall = generate(predictor, requests, cfg.batch_size, desc=name)
             unfinished = [any("max_new_tokens" in e for e in p.errors) for p in preds]
             report = score(examples, [p.raw for p in preds], tools, unfinished)
             report["latency"] = latency_summary([p.timings for p in preds], wall, cfg.batch_size)
-            report["meta"].update(model=str(model), decoding=decoding, call_bias=predictor.call_bias)
+            report["meta"].update(model=str(model), decoding=decoding, call_bias=predictor.call_bias,
+                                  next_call_bias=predictor.next_call_bias)
             reports[name] = report
             del predictor
         if cfg.compare_base and label != "base":

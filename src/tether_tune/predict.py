@@ -86,10 +86,11 @@ class Predictor:
         speculate: int = 8,
         grounded: bool = True,
         call_bias: float = 0.0,
+        next_call_bias: float = 0.0,
     ):
         from .tokenizer import encode_segments, stop_token_ids
 
-        self.call_bias = call_bias
+        self.call_bias, self.next_call_bias = call_bias, next_call_bias
         self.model = model
         self.tokenizer = tokenizer
         self.tools = list(tools)
@@ -122,6 +123,7 @@ class Predictor:
         speculate: int = 8,
         grounded: bool = True,
         call_bias: float | None = None,
+        next_call_bias: float | None = None,
     ) -> "Predictor":
         """``model``: a training output directory (its base model with the LoRA merged in, its tokenizer, tools and
         developer text: ``rundir.load_run``), a model directory, a hub name, a ``.gguf`` or the offline preset.
@@ -129,21 +131,24 @@ class Predictor:
         ``speculate``: draft tokens copied from the request per forward (0: off); the output does not change.
         ``grounded`` (with ``constrained``): ids, names and free text only from the request.
         ``call_bias``: added to the call token's first score (``calibrate.py``); ``None``: the run's calibrated
-        value (0 for a plain model)."""
+        value (0 for a plain model). ``next_call_bias``: the same after each call (another call or the end)."""
         from .rundir import load_run
 
         return cls.from_run(load_run(model, tools=tools, dtype=dtype, device=device), constrained, max_new_tokens,
-                            speculate, grounded, call_bias)
+                            speculate, grounded, call_bias, next_call_bias)
 
     @classmethod
     def from_run(cls, run: Any, constrained: bool = True, max_new_tokens: int = 128, speculate: int = 8,
-                 grounded: bool = True, call_bias: float | None = None) -> "Predictor":
+                 grounded: bool = True, call_bias: float | None = None,
+                 next_call_bias: float | None = None) -> "Predictor":
         """A predictor over an already loaded ``rundir.LoadedRun`` (several decodings share one loaded model).
-        ``call_bias`` ``None``: the run's calibrated bias."""
+        ``call_bias``, ``next_call_bias`` ``None``: the run's calibrated biases."""
         if call_bias is None:
             call_bias = (run.info.call_bias if run.info is not None else None) or 0.0
+        if next_call_bias is None:
+            next_call_bias = (run.info.next_call_bias if run.info is not None else None) or 0.0
         return cls(run.model, run.tokenizer, run.tools, run.developer, constrained, max_new_tokens, run.base_model,
-                   speculate, grounded, call_bias)
+                   speculate, grounded, call_bias, next_call_bias)
 
     def encode(self, request: str) -> list[int]:
         """The full prompt's ids for ``request`` (what the uncached path would feed the model)."""
@@ -190,6 +195,7 @@ class Predictor:
                 [[t for t in suffixes[i] if t not in controls] for i in idx],  # the request's own tokens
                 [requests[i] for i in idx],  # what a grounded grammar is built from
                 self.call_bias,
+                self.next_call_bias,
             )
             for i, d in zip(idx, decoded):
                 raw = decode(self.tokenizer, d.ids)
@@ -229,6 +235,9 @@ class PredictConfig:
         "help": "added to the call token's score at the first answer token, the calibrated choice between a call "
                 "and words (tether-tune calibrate); default: the run's calibrated value (run_info.json), 0 for a "
                 "plain model; 0 turns calibration off"})
+    next_call_bias: float | None = field(default=None, metadata={
+        "help": "added to the call token's score right after each call: the calibrated choice between another "
+                "call and the end of the calls; default: the run's calibrated value, 0 for a plain model"})
     max_new_tokens: int = field(default=128, metadata={"help": "stop after this many new tokens"})
     speculate: int = field(
         default=8, metadata={"help": "draft tokens copied from the request, verified per forward (0: off; same output)"}
@@ -282,7 +291,7 @@ def run_predict(cfg: PredictConfig) -> int:
     t0 = time.perf_counter()
     predictor = Predictor.load(
         cfg.model_path, cfg.tools, cfg.device, cfg.dtype, cfg.constrained, cfg.max_new_tokens, cfg.speculate,
-        cfg.grounded, cfg.call_bias
+        cfg.grounded, cfg.call_bias, cfg.next_call_bias
     )
     _log(f"loaded {cfg.model_path} in {time.perf_counter() - t0:.1f} s (prefix: {len(predictor.prefix.ids)} tokens)")
     predictions = predictor.predict_batch([r for _, r in items], batch_size=cfg.batch_size)

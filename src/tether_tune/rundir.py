@@ -66,6 +66,8 @@ class RunInfo:
     world_size: int = 1
     call_bias: float | None = None  # added to <start_function_call>'s first-token score (calibrate.py)
     call_calibration: dict[str, Any] = field(default_factory=dict)  # how call_bias was chosen
+    next_call_bias: float | None = None  # added to <start_function_call>'s score after each call (calibrate.py)
+    next_call_calibration: dict[str, Any] = field(default_factory=dict)  # how next_call_bias was chosen
     extra: dict[str, Any] = field(default_factory=dict)  # keys this version does not know, kept as they were
 
     def to_dict(self) -> dict[str, Any]:

@@ -83,6 +83,9 @@ class TrainConfig:
                           "step is about 1.4x faster (benchmarks/bench_train_step.py --bf16); saved adapters are fp32"},
     )
     developer: str | None = field(default=None, metadata={"help": "extra context placed before the trigger sentence in the developer turn"})
+    decision_weight: float = field(default=1.0, metadata={
+        "help": "loss weight of the decision tokens: the model turn's first token (a call or words) and the token "
+                "after each call (another call or the end); 1 is the plain loss"})
     share_prefix: bool = field(default=True, metadata={"help": "compute the developer turn shared by a batch once (same loss and gradients, about 3x fewer tokens)"})
     calibrate: bool = field(default=True, metadata={
         "help": "at the end, choose the call-or-words bias on the validation file (tether-tune calibrate) and store "
@@ -101,6 +104,8 @@ class TrainConfig:
                 raise ConfigError(f"--{name} must be at least 1")
         if not self.learning_rate > 0:
             raise ConfigError("--learning_rate must be positive")
+        if not self.decision_weight > 0:
+            raise ConfigError("--decision_weight must be positive (1: the plain loss)")
         if not 0 <= self.warmup_ratio < 1:
             raise ConfigError("--warmup_ratio must be in [0, 1)")
         if not self.epochs > 0:

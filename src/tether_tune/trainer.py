@@ -81,10 +81,11 @@ def as_rows(encoded: Sequence[Encoded]) -> list[dict[str, Any]]:
 # --------------------------------------------------------------------------------------------------------------
 
 
-def _loss_from_logits(logits: Any, targets: Any, num_items: Any) -> tuple[Any, int]:
+def _loss_from_logits(logits: Any, targets: Any, num_items: Any, weights: Any = None) -> tuple[Any, int]:
     F = torch.nn.functional
 
-    loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), targets, reduction="sum")
+    per_token = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), targets, reduction="none")
+    loss = (per_token if weights is None else per_token * weights).sum()
     n = int(targets.numel())
     denom = num_items if num_items is not None else max(n, 1)
     if torch.is_tensor(denom):
@@ -99,19 +100,36 @@ def _next_token_keep(labels: Any) -> tuple[Any, Any]:
     return keep, labels[:, 1:][keep[:, :-1]]
 
 
-def supervised_loss(model: Any, batch: dict[str, Any], num_items: Any = None) -> tuple[Any, int]:
+def decision_weights(labels: Any, weight: float) -> Any:
+    """Per supervised next-token target (in ``_next_token_keep``'s order): ``weight`` where the model decides
+    between a call and words (the model turn's first token) or between another call and the end (the token after
+    each ``<end_function_call>``), 1 elsewhere. These few tokens carry the decisions a model trained on mostly
+    single calls gets wrong; everything else is copying."""
+    from .decoding import END_CALL_ID
+
+    prev = torch.full_like(labels, IGNORE_INDEX)
+    prev[:, 1:] = labels[:, :-1]
+    decision = (labels != IGNORE_INDEX) & ((prev == IGNORE_INDEX) | (prev == END_CALL_ID))
+    keep, _ = _next_token_keep(labels)
+    return 1.0 + (weight - 1.0) * decision[:, 1:][keep[:, :-1]].float()
+
+
+def supervised_loss(model: Any, batch: dict[str, Any], num_items: Any = None, decision_weight: float = 1.0) -> tuple[Any, int]:
     """Cross-entropy on the model turn only, with logits computed only where there is a label.
 
     The model's ``logits_to_keep`` takes the boolean (batch, seq) mask of positions whose next token is supervised
     and returns logits of shape (n_supervised, vocab) instead of (batch, seq, vocab): the 262k-entry head is most
     of a step's cost. Returns (loss, number of supervised tokens). With ``num_items`` (the Trainer's count over all
     accumulated micro-batches) the sum is divided by it, so gradient accumulation weighs every token equally.
+    ``decision_weight`` (``--decision_weight``) weighs the decision tokens (:func:`decision_weights`); 1 is the
+    plain loss.
     """
     if "prefix_ids" in batch:
-        return shared_prefix_loss(model, batch, num_items)
+        return shared_prefix_loss(model, batch, num_items, decision_weight)
     keep, targets = _next_token_keep(batch["labels"])
+    weights = decision_weights(batch["labels"], decision_weight) if decision_weight != 1.0 else None
     out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], logits_to_keep=keep, use_cache=False)
-    return _loss_from_logits(out.logits, targets, num_items)
+    return _loss_from_logits(out.logits, targets, num_items, weights)
 
 
 def unwrap_ddp(model: Any) -> Any:
@@ -119,7 +137,7 @@ def unwrap_ddp(model: Any) -> Any:
     return model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model
 
 
-def shared_prefix_loss(model: Any, batch: dict[str, Any], num_items: Any = None) -> tuple[Any, int]:
+def shared_prefix_loss(model: Any, batch: dict[str, Any], num_items: Any = None, decision_weight: float = 1.0) -> tuple[Any, int]:
     """The same loss as :func:`supervised_loss` on the full sequences, computing the shared prefix once.
 
     The developer turn (P ≈ 675 tokens with the 8 declarations) is run once, with gradient, into a KV cache of
@@ -146,9 +164,10 @@ def shared_prefix_loss(model: Any, batch: dict[str, Any], num_items: Any = None)
     full_mask = torch.cat([torch.ones((b, p), dtype=mask.dtype, device=mask.device), mask], dim=1)  # (B, P+S)
     positions = torch.arange(p, p + s, device=ids.device).unsqueeze(0).expand(b, s)
     keep, targets = _next_token_keep(batch["labels"])
+    weights = decision_weights(batch["labels"], decision_weight) if decision_weight != 1.0 else None
     out = model(input_ids=ids, attention_mask=full_mask, position_ids=positions, cache=cache,
                 use_cache=True, logits_to_keep=keep)
-    return _loss_from_logits(out.logits, targets, num_items)
+    return _loss_from_logits(out.logits, targets, num_items, weights)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -212,14 +231,16 @@ class CallTrainer(Trainer):
     """The Trainer with our loss (model turn only, logits only where supervised, shared prefix), a tokens
     counter, a stop on a non-finite loss, and exact-call accuracy in every validation pass."""
 
-    def __init__(self, *args: Any, probe: AccuracyProbe | None = None, **kwargs: Any):
+    def __init__(self, *args: Any, probe: AccuracyProbe | None = None, decision_weight: float = 1.0, **kwargs: Any):
         super().__init__(*args, **kwargs)
         self.probe = probe
+        self.decision_weight = decision_weight
         self.counter = {"tokens": 0, "supervised": 0, "shared_prefix_batches": 0, "batches": 0}
         self.model_accepts_loss_kwargs = True  # our compute_loss uses num_items_in_batch
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        loss, n = supervised_loss(model, inputs, num_items_in_batch)
+        weight = self.decision_weight if model.training else 1.0  # validation loss stays the plain loss
+        loss, n = supervised_loss(model, inputs, num_items_in_batch, weight)
         if model.training:  # tokens of the examples (a shared prefix counts once per example it serves)
             prefix = inputs["prefix_ids"].shape[1] * inputs["input_ids"].shape[0] if "prefix_ids" in inputs else 0
             self.counter["tokens"] += int(inputs["attention_mask"].sum()) + prefix
@@ -343,6 +364,7 @@ def build_trainer(cfg: Any, model: Any, tokenizer: Any, train_enc: list[Encoded]
         data_collator=PadCollator(tokenizer.pad_token_id, share_prefix=cfg.share_prefix),
         processing_class=tokenizer,
         probe=probe if has_val else None,
+        decision_weight=cfg.decision_weight,
     )
     trainer.remove_callback(ProgressCallback)
     trainer.add_callback(Progress(out_dir, trainer.counter))
