@@ -195,7 +195,10 @@ def test_decision_weight_weighs_exactly_the_decision_tokens(tiny_model_dir, tool
             for e in (encode_example(tok, ex, tools) for ex in examples)]
     plain = PadCollator(tok.pad_token_id, share_prefix=False)(rows)
     labels = plain["labels"]
-    w = decision_weights(labels, 5.0)
+    from tether_tune.trainer import _next_token_keep
+
+    w = decision_weights(labels, _next_token_keep(labels)[0], 5.0)
+    assert decision_weights(labels, _next_token_keep(labels)[0], 1.0) is None
     # by hand: 1 first token per example, plus one after each of the 3 calls' <end_function_call>
     assert int((w == 5.0).sum()) == 3 + 3 and int((w == 1.0).sum()) == len(w) - 6
     after_end = [labels[b, t] for b in range(labels.shape[0]) for t in range(1, labels.shape[1])

@@ -27,10 +27,14 @@ from typing import Any, Sequence
 
 from .config import ConfigError, print_config, say
 from .data import Example, read_examples
-from .decoding import END_CALL_ID, START_CALL_ID, first_token_logits, last_logits
-from .format import CONTROL_TOKEN_IDS, START_RESPONSE
+from .decoding import END_CALL_ID, START_CALL_ID, START_RESPONSE_ID, first_token_logits, last_logits
 
-START_RESPONSE_ID = CONTROL_TOKEN_IDS[START_RESPONSE]
+#: ``--call_bias`` and ``--next_call_bias`` of ``tether-tune predict`` and ``evaluate``.
+CALL_BIAS_HELP = ("added to the call token's score at the first answer token, the calibrated choice between a call "
+                  "and words (tether-tune calibrate); default: the run's calibrated value (run_info.json), 0 for a "
+                  "plain model; 0 turns calibration off")
+NEXT_CALL_BIAS_HELP = ("added to the call token's score right after each call: the calibrated choice between another "
+                       "call and the end of the calls; default: the run's calibrated value, 0 for a plain model")
 
 
 def call_margins(predictor: Any, requests: Sequence[str], batch_size: int = 8) -> list[float | None]:
@@ -63,7 +67,7 @@ def next_call_margins(predictor: Any, examples: Sequence[Example], batch_size: i
     the end score (``<start_function_response>``), and whether the gold answer has another call there."""
     from dataclasses import replace
 
-    from .encode import encode_example
+    from .encode import IGNORE_INDEX, encode_example
 
     items: list[tuple[list[int], list[int]]] = []  # (suffix, completion)
     n = len(predictor.prefix.ids)
@@ -73,7 +77,7 @@ def next_call_margins(predictor: Any, examples: Sequence[Example], batch_size: i
         enc = encode_example(predictor.tokenizer, replace(ex, developer=predictor.developer), predictor.tools)
         if enc.input_ids[:n] != predictor.prefix.ids:
             raise ValueError(f"{ex.source or ex.id}: its prompt does not start with the predictor's developer turn")
-        completion = [t for t, y in zip(enc.input_ids, enc.labels) if y != -100]
+        completion = [t for t, y in zip(enc.input_ids, enc.labels) if y != IGNORE_INDEX]
         items.append((enc.input_ids[n:], completion))
     margins: list[float] = []
     more: list[bool] = []
@@ -159,7 +163,8 @@ def calibrate_run_info(info: Any, predictor: Any, examples: Sequence[Example], v
 
 @dataclass
 class CalibrateConfig:
-    """Choose the call-or-words bias of a run on validation data and store it in its run_info.json."""
+    """Choose a run's call-or-words and another-call-or-end biases on validation data and store them in its
+    run_info.json."""
 
     model_path: str = field(default="", metadata={"help": "a training output directory (run directory)"})
     val_file: str = field(default="", metadata={"help": "validation examples (any format tether-tune reads); never a test set"})

@@ -22,10 +22,11 @@ import time
 from dataclasses import dataclass
 from typing import Any, Sequence
 
-from .format import CONTROL_TOKEN_IDS, END_CALL, START_CALL
+from .format import CONTROL_TOKEN_IDS, END_CALL, START_CALL, START_RESPONSE
 
 START_CALL_ID = CONTROL_TOKEN_IDS[START_CALL]
 END_CALL_ID = CONTROL_TOKEN_IDS[END_CALL]
+START_RESPONSE_ID = CONTROL_TOKEN_IDS[START_RESPONSE]
 
 
 @dataclass

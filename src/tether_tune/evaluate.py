@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from .calibrate import CALL_BIAS_HELP, NEXT_CALL_BIAS_HELP
 from .config import ConfigError, atomic_write_text, config_dict, print_config
 from .data import Example, json_record, jsonl_lines, read_examples
 from .errors import DataError
@@ -145,13 +146,8 @@ class EvaluateConfig:
     constrained: bool = field(default=True, metadata={"help": "grammar-constrained decoding (unless --decoding is given)"})
     grounded: bool = field(default=True, metadata={"help": "with --constrained: values only from the request (unless --decoding is given)"})
     decoding: str | None = field(default=None, metadata={"help": "comma list of decodings to evaluate: grounded (schema, and values only from the request), constrained (schema alone), unconstrained; e.g. grounded,constrained,unconstrained"})
-    call_bias: float | None = field(default=None, metadata={
-        "help": "added to the call token's score at the first answer token, the calibrated choice between a call "
-                "and words (tether-tune calibrate); default: the run's calibrated value (run_info.json), 0 for a "
-                "plain model; 0 turns calibration off"})
-    next_call_bias: float | None = field(default=None, metadata={
-        "help": "added to the call token's score right after each call: the calibrated choice between another "
-                "call and the end of the calls; default: the run's calibrated value, 0 for a plain model"})
+    call_bias: float | None = field(default=None, metadata={"help": CALL_BIAS_HELP})
+    next_call_bias: float | None = field(default=None, metadata={"help": NEXT_CALL_BIAS_HELP})
     max_examples: int | None = field(default=None, metadata={"help": "score only the first N gold examples"})
     batch_size: int = field(default=8, metadata={"help": "requests generated together (1 for honest per-example latency)"})
     max_new_tokens: int = field(default=128, metadata={"help": "generation limit per request"})

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from .calibrate import CALL_BIAS_HELP, NEXT_CALL_BIAS_HELP
 from .config import ConfigError, print_config
 from .decoding import PrefixCache, decode_greedy, lookup_draft  # noqa: F401  (part of this module's API)
 from .errors import DataError
@@ -231,13 +232,8 @@ class PredictConfig:
     grounded: bool = field(default=True, metadata={
         "help": "with --constrained: ids, agent names and free text can only be spans of the request, and a call "
                 "whose required id the request lacks cannot be made (--no-grounded: the schema alone)"})
-    call_bias: float | None = field(default=None, metadata={
-        "help": "added to the call token's score at the first answer token, the calibrated choice between a call "
-                "and words (tether-tune calibrate); default: the run's calibrated value (run_info.json), 0 for a "
-                "plain model; 0 turns calibration off"})
-    next_call_bias: float | None = field(default=None, metadata={
-        "help": "added to the call token's score right after each call: the calibrated choice between another "
-                "call and the end of the calls; default: the run's calibrated value, 0 for a plain model"})
+    call_bias: float | None = field(default=None, metadata={"help": CALL_BIAS_HELP})
+    next_call_bias: float | None = field(default=None, metadata={"help": NEXT_CALL_BIAS_HELP})
     max_new_tokens: int = field(default=128, metadata={"help": "stop after this many new tokens"})
     speculate: int = field(
         default=8, metadata={"help": "draft tokens copied from the request, verified per forward (0: off; same output)"}

@@ -307,9 +307,10 @@ def fill_results(info: RunInfo, trainer: Any, seconds: float) -> None:
     info.best_checkpoint = trainer.state.best_model_checkpoint
 
 
-def calibrate_call_bias(cfg: TrainConfig, model: Any, tokenizer: Any, tools: Sequence[dict],
+def calibrate_decisions(cfg: TrainConfig, model: Any, tokenizer: Any, tools: Sequence[dict],
                         val_examples: Sequence[Example], info: RunInfo) -> None:
-    """Choose the call-or-words bias on the validation examples, under the grounded grammar (``calibrate.py``)."""
+    """Choose the call-or-words and another-call-or-end biases on the validation examples, under the grounded
+    grammar (``calibrate.py``)."""
     from .calibrate import calibrate_run_info
     from .predict import Predictor
     from .trainer import inference_copy
@@ -376,7 +377,7 @@ def run_train(cfg: TrainConfig) -> int:
         return 1
     fill_results(info, trainer, time.perf_counter() - t0)
     if cfg.calibrate and data.val_examples and is_main_process():
-        calibrate_call_bias(cfg, trainer.model, tokenizer, tools, data.val_examples, info)
+        calibrate_decisions(cfg, trainer.model, tokenizer, tools, data.val_examples, info)
     if is_main_process():
         write_run(out_dir, trainer.model, tokenizer, tools, cfg, info)
     _wait_for_rank_0()

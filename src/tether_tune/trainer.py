@@ -14,7 +14,6 @@ progress bar and the metrics log.
 from __future__ import annotations
 
 import copy
-
 import json
 import os
 import random
@@ -100,17 +99,18 @@ def _next_token_keep(labels: Any) -> tuple[Any, Any]:
     return keep, labels[:, 1:][keep[:, :-1]]
 
 
-def decision_weights(labels: Any, weight: float) -> Any:
-    """Per supervised next-token target (in ``_next_token_keep``'s order): ``weight`` where the model decides
-    between a call and words (the model turn's first token) or between another call and the end (the token after
-    each ``<end_function_call>``), 1 elsewhere. These few tokens carry the decisions a model trained on mostly
-    single calls gets wrong; everything else is copying."""
+def decision_weights(labels: Any, keep: Any, weight: float) -> Any:
+    """Per supervised next-token target (``keep`` and order from ``_next_token_keep``): ``weight`` where the model
+    decides between a call and words (the model turn's first token) or between another call and the end (the
+    token after each ``<end_function_call>``), 1 elsewhere; ``None`` (no weights) when ``weight`` is 1. These few
+    tokens carry the decisions a model trained on mostly single calls gets wrong; everything else is copying."""
     from .decoding import END_CALL_ID
 
+    if weight == 1.0:
+        return None
     prev = torch.full_like(labels, IGNORE_INDEX)
     prev[:, 1:] = labels[:, :-1]
     decision = (labels != IGNORE_INDEX) & ((prev == IGNORE_INDEX) | (prev == END_CALL_ID))
-    keep, _ = _next_token_keep(labels)
     return 1.0 + (weight - 1.0) * decision[:, 1:][keep[:, :-1]].float()
 
 
@@ -127,7 +127,7 @@ def supervised_loss(model: Any, batch: dict[str, Any], num_items: Any = None, de
     if "prefix_ids" in batch:
         return shared_prefix_loss(model, batch, num_items, decision_weight)
     keep, targets = _next_token_keep(batch["labels"])
-    weights = decision_weights(batch["labels"], decision_weight) if decision_weight != 1.0 else None
+    weights = decision_weights(batch["labels"], keep, decision_weight)
     out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], logits_to_keep=keep, use_cache=False)
     return _loss_from_logits(out.logits, targets, num_items, weights)
 
@@ -164,7 +164,7 @@ def shared_prefix_loss(model: Any, batch: dict[str, Any], num_items: Any = None,
     full_mask = torch.cat([torch.ones((b, p), dtype=mask.dtype, device=mask.device), mask], dim=1)  # (B, P+S)
     positions = torch.arange(p, p + s, device=ids.device).unsqueeze(0).expand(b, s)
     keep, targets = _next_token_keep(batch["labels"])
-    weights = decision_weights(batch["labels"], decision_weight) if decision_weight != 1.0 else None
+    weights = decision_weights(batch["labels"], keep, decision_weight)
     out = model(input_ids=ids, attention_mask=full_mask, position_ids=positions, cache=cache,
                 use_cache=True, logits_to_keep=keep)
     return _loss_from_logits(out.logits, targets, num_items, weights)
