@@ -13,7 +13,7 @@ $(VENV)/.installed: pyproject.toml requirements.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet $(TORCH)
-	$(BIN)/python -m pip install --quiet -e ".[offline,dev]" $(TORCH)
+	$(BIN)/python -m pip install --quiet -e ".[offline,serve,dev]" $(TORCH)
 	touch $@
 
 test: setup

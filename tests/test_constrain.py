@@ -372,3 +372,44 @@ def test_grounded_output_only_says_what_the_request_says(predictor: Predictor, s
                     assert value in name_spans(request), (request, call)
                 elif kind == "text":
                     assert value in request and value.strip() == value and value, (request, call)
+
+
+def _choice(predictor: Predictor, choice: str, parallel: bool = True) -> ToolCallConstraint:
+    base = predictor.constraint
+    assert base is not None
+    return ToolCallConstraint(predictor.tokenizer, predictor.tools, grounded=True, tool_choice=choice,
+                              parallel=parallel, lltokenizer=base.lltokenizer)
+
+
+def test_tool_choice_none_allows_words_only(predictor: Predictor) -> None:
+    c, tok = _choice(predictor, "none"), predictor.tokenizer
+    first = c.allowed([c.matcher("cancel " + UUID_A)], len(tok))[0]
+    assert not first[C["<start_function_call>"]] and first[C["<end_of_turn>"]]
+    assert accepts(c, tok, ["Sure.", END_OF_TURN])
+    assert not accepts(c, tok, calls(Call("list_tasks", {})))
+
+
+def test_tool_choice_required_and_named(predictor: Predictor) -> None:
+    tok = predictor.tokenizer
+    required, named = _choice(predictor, "required"), _choice(predictor, "cancel_task")
+    for c in (required, named):
+        first = c.allowed([c.matcher("cancel " + UUID_A)], len(tok))[0]
+        assert first.nonzero().flatten().tolist() == [C["<start_function_call>"]]
+        assert not accepts(c, tok, ["Sure.", END_OF_TURN])
+    assert accepts(required, tok, calls(Call("list_tasks", {}), Call("cancel_task", {"task_id": UUID_A})))
+    assert accepts(named, tok, calls(Call("cancel_task", {"task_id": UUID_A}), Call("cancel_task", {"task_id": UUID_B})))
+    assert not accepts(named, tok, calls(Call("list_tasks", {})))
+    assert grounded_accepts(named, tok, f"cancel {UUID_A}", calls(Call("cancel_task", {"task_id": UUID_A})))
+    # A required call the request cannot ground falls back to the schema alone: the caller asked for a call.
+    assert grounded_accepts(named, tok, "cancel it", calls(Call("cancel_task", {"task_id": UUID_A})))
+
+
+def test_parallel_false_allows_one_call(predictor: Predictor) -> None:
+    c, tok = _choice(predictor, "auto", parallel=False), predictor.tokenizer
+    assert accepts(c, tok, calls(Call("list_tasks", {})))
+    assert not accepts(c, tok, calls(Call("list_tasks", {}), Call("discover_agents", {})))
+
+
+def test_unknown_tool_choice_is_refused(tools: list[dict]) -> None:
+    with pytest.raises(ValueError, match="launch_rocket"):
+        tool_call_grammar(tools, CONTROL_TOKEN_IDS, tool_choice="launch_rocket")

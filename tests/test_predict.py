@@ -341,3 +341,35 @@ def test_read_requests_reports_the_line(tmp_path: Path) -> None:
         read_requests(path)
     path.write_text('"a"\n{"query": "b", "id": 7}\n')
     assert read_requests(path) == [(None, "a"), (7, "b")]
+
+
+def _decode(predictor: Predictor, requests: list[str], **kw: Any) -> list[list[int]]:
+    from tether_tune.decoding import decode_greedy
+
+    suffixes = [predictor.suffix(r) for r in requests]
+    return [d.ids for d in decode_greedy(predictor.model, predictor.prefix, suffixes, predictor.stop_ids,
+                                         kw.pop("max_new_tokens", 24), pad_id=predictor.pad_id, **kw)]
+
+
+def test_nucleus_of_one_token_is_greedy_and_a_seed_repeats(predictor: Predictor) -> None:
+    from tether_tune.decoding import Sampling
+
+    requests = ["cancel task 3f1c2a9e-8b7d-4c6e-9f10-2a3b4c5d6e7f", "hello"]
+    greedy = _decode(predictor, requests, speculate=4, sources=[predictor.suffix(r) for r in requests])
+    narrow = [Sampling(1.0, 1e-9, torch.Generator().manual_seed(0)) for _ in requests]
+    assert _decode(predictor, requests, sampling=narrow, speculate=4,
+                   sources=[predictor.suffix(r) for r in requests]) == greedy
+
+    def hot(seed: int) -> list[list[int]]:
+        return _decode(predictor, requests, sampling=[Sampling(1.5, 1.0, torch.Generator().manual_seed(seed))
+                                                      for _ in requests])
+    assert hot(3) == hot(3)
+    assert hot(3) != greedy  # a hot random model does not happen to pick greedy's tokens in both rows
+
+
+def test_limits_and_streamed_tokens_per_row(predictor: Predictor) -> None:
+    seen: dict[int, list[int]] = {0: [], 1: []}
+    ids = _decode(predictor, ["hello", "hello"], max_new_tokens=[3, 9],
+                  on_tokens=lambda row, tokens: seen[row].extend(tokens))
+    assert len(ids[0]) <= 3 and len(ids[1]) <= 9 and ids[0] == ids[1][: len(ids[0])]
+    assert seen == {0: ids[0], 1: ids[1]}

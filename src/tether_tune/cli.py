@@ -22,6 +22,8 @@ COMMANDS: dict[str, tuple[str, str, str, str]] = {
     "train": ("tether_tune.train", "TrainConfig", "run_train", "LoRA fine-tuning (same as finetune.py)"),
     "evaluate": ("tether_tune.evaluate", "EvaluateConfig", "run_evaluate", "score a model or saved predictions"),
     "predict": ("tether_tune.predict", "PredictConfig", "run_predict", "turn a request into calls (JSON)"),
+    "serve": ("tether_tune.serve", "ServeConfig", "run_serve",
+              "serve a model over OpenAI's chat-completions API (FastAPI + uvicorn)"),
     "calibrate": ("tether_tune.calibrate", "CalibrateConfig", "run_calibrate",
                   "choose a run's call-or-words bias on validation data"),
     "make-tiny-model": (

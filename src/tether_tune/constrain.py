@@ -214,24 +214,34 @@ class _Grammar:
                 self.rule(f"{name}_first{j}", f"({_seq(kv, nxt)}) | {first}" if first else f"({kv})?")
         return ref("first", 0)
 
-    def build(self, tools: Sequence[Mapping[str, Any]]) -> str:
+    def build(self, tools: Sequence[Mapping[str, Any]], tool_choice: str = "auto", parallel: bool = True) -> str:
+        """``tool_choice`` as in OpenAI's API: ``auto`` (calls or words), ``none`` (words only), ``required`` (one
+        call or more), or a tool's name (calls of that tool only). ``parallel=False``: at most one call.
+        Raises :class:`_Unreachable` when a call is required and grounding leaves none possible."""
         t = self.tok
         alts = []
-        for i, (tool_name, fn) in enumerate(tool_map(tools).items()):
-            try:
-                args = self.arguments(fn.get("parameters") or {}, f"t{i}")
-            except _Unreachable:  # grounded: a required argument the request does not give
-                continue
-            alts.append(self.rule(f"t{i}_call", _seq(_lit(tool_name + "{"), args, '"}"')))
+        if tool_choice != "none":
+            for i, (tool_name, fn) in enumerate(tool_map(tools).items()):
+                if tool_choice not in ("auto", "required") and tool_name != tool_choice:
+                    continue
+                try:
+                    args = self.arguments(fn.get("parameters") or {}, f"t{i}")
+                except _Unreachable:  # grounded: a required argument the request does not give
+                    continue
+                alts.append(self.rule(f"t{i}_call", _seq(_lit(tool_name + "{"), args, '"}"')))
+        must_call = tool_choice not in ("auto", "none")
+        if must_call and not alts:
+            raise _Unreachable(tool_choice)
+        start = "calls" if must_call else "calls | answer" if alts else "answer"
         header = [
             "%llguidance {}",
-            "start: calls | answer" if alts else "start: answer",
+            f"start: {start}",
             # The model may also decline in no words at all (or end with <eos>): forbidding that would make a
             # model that wants to stop ramble on to max_new_tokens.
             f"answer: TEXT? ({t[END_OF_TURN]} | {t[EOS]})",
         ]
         if alts:
-            header += [f"calls: call+ {t[START_RESPONSE]}",
+            header += [f"calls: call{'+' if parallel else ''} {t[START_RESPONSE]}",
                        f'call: {t[START_CALL]} "call:" ({" | ".join(alts)}) {t[END_CALL]}']
         controls = sorted(CONTROL_TOKEN_IDS)
         terminals = [
@@ -254,10 +264,26 @@ class _Grammar:
 
 
 def tool_call_grammar(tools: Sequence[Mapping[str, Any]], token_ids: Mapping[str, int] | None = None,
-                      request: str | None = None) -> str:
+                      request: str | None = None, tool_choice: str = "auto", parallel: bool = True) -> str:
     """The Lark grammar (llguidance dialect) of a model turn for ``tools``; control tokens by id. With
-    ``request``, grounded in it (see the module docstring)."""
-    return _Grammar(token_ids or CONTROL_TOKEN_IDS, request).build(tools)
+    ``request``, grounded in it (see the module docstring). ``tool_choice`` and ``parallel``: see
+    ``_Grammar.build``. When a call is required and grounding leaves none possible, the grammar is the schema's
+    alone (the caller asked for a call: it gets the best the model can do, not an error)."""
+    tokens = token_ids or CONTROL_TOKEN_IDS
+    for grounded_in in ([request, None] if request is not None else [None]):
+        try:
+            return _Grammar(tokens, grounded_in).build(tools, tool_choice, parallel)
+        except _Unreachable:
+            continue
+    raise ValueError(f"tool_choice {tool_choice!r}: no such tool")
+
+
+def llguidance_tokenizer(tokenizer: Any) -> Any:
+    """llguidance's view of ``tokenizer``: ~3 s for a 262k vocabulary (it indexes every token's bytes), so it is
+    built once per model and shared by every grammar."""
+    import llguidance.hf
+
+    return llguidance.hf.from_tokenizer(tokenizer, eos_token=tokenizer.eos_token_id)
 
 
 class ToolCallConstraint:
@@ -268,10 +294,12 @@ class ToolCallConstraint:
     compiles the grammar grounded in that request (a few ms; the last ``cache_size`` requests are kept)."""
 
     def __init__(self, tokenizer: Any, tools: Sequence[Mapping[str, Any]], grounded: bool = False,
-                 cache_size: int = 256):
+                 cache_size: int = 256, tool_choice: str = "auto", parallel: bool = True,
+                 lltokenizer: Any = None):
+        """``tool_choice``, ``parallel``: what the grammar allows (``_Grammar.build``). ``lltokenizer``: an
+        already built ``llguidance_tokenizer(tokenizer)`` to share (it costs seconds on a 262k vocabulary)."""
         try:
             import llguidance
-            import llguidance.hf
         except ImportError as err:  # pragma: no cover - an install problem, not a code path
             raise ImportError(
                 "constrained decoding needs llguidance: pip install llguidance (or pass --no-constrained)"
@@ -280,11 +308,11 @@ class ToolCallConstraint:
 
         ids = {name: tokenizer.convert_tokens_to_ids(name) for name in CONTROL_TOKEN_IDS}
         self.tools, self.token_ids, self.grounded = list(tools), ids, grounded
+        self.tool_choice, self.parallel = tool_choice, parallel
         self._per_request: OrderedDict[str, Any] = OrderedDict()
         self._cache_size = cache_size
-        self.grammar_text = tool_call_grammar(tools, ids)
-        # ~3 s for a 262k vocabulary (it indexes every token's bytes): once per Predictor.
-        self.lltokenizer = llguidance.hf.from_tokenizer(tokenizer, eos_token=tokenizer.eos_token_id)
+        self.grammar_text = tool_call_grammar(tools, ids, None, tool_choice, parallel)
+        self.lltokenizer = lltokenizer if lltokenizer is not None else llguidance_tokenizer(tokenizer)
         self._llguidance = llguidance
         self._template = self._compile(self.grammar_text, validate=True)
         self.vocab_size = self.lltokenizer.vocab_size
@@ -312,7 +340,8 @@ class ToolCallConstraint:
             return self._template.deep_copy()
         template = self._per_request.get(request)
         if template is None:
-            template = self._compile(tool_call_grammar(self.tools, self.token_ids, request))
+            template = self._compile(tool_call_grammar(self.tools, self.token_ids, request, self.tool_choice,
+                                                       self.parallel))
             self._per_request[request] = template
             if len(self._per_request) > self._cache_size:
                 self._per_request.popitem(last=False)

@@ -20,7 +20,7 @@ from __future__ import annotations
 import copy
 import time
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from .format import CONTROL_TOKEN_IDS, END_CALL, START_CALL, START_RESPONSE
 
@@ -162,6 +162,17 @@ class PrefixCache:
 
 
 @dataclass
+class Sampling:
+    """Sampling instead of greedy for one row: scores divided by ``temperature`` (> 0), then nucleus ``top_p``,
+    drawn with ``generator`` (a seeded ``torch.Generator`` gives the same draws again). Drafts stay exact: a
+    draft token is kept only when the draw at its position is that token."""
+
+    temperature: float
+    top_p: float = 1.0
+    generator: Any = None
+
+
+@dataclass
 class Decoded:
     ids: list[int]  # the new tokens, the stop token included
     stats: dict[str, float]
@@ -171,16 +182,21 @@ class _Greedy:
     """The state of one greedy decoding: per row, the tokens decided so far, how many were forced by the grammar
     or accepted from drafts, whether it has ended, its grammar matcher and its draft source."""
 
-    def __init__(self, suffixes: Sequence[Sequence[int]], stop_ids: Sequence[int], max_new_tokens: int,
+    def __init__(self, suffixes: Sequence[Sequence[int]], stop_ids: Sequence[int], max_new_tokens: int | Sequence[int],
                  constraint: Any, speculate: int, sources: Sequence[Sequence[int]] | None,
-                 requests: Sequence[str] | None = None, call_bias: float = 0.0, next_call_bias: float = 0.0):
+                 requests: Sequence[str] | None = None, call_bias: float = 0.0, next_call_bias: float = 0.0,
+                 sampling: Sequence[Sampling | None] | None = None):
         B = len(suffixes)
         self.call_bias, self.next_call_bias = call_bias, next_call_bias
-        self.stop, self.max_new_tokens, self.constraint, self.speculate = set(stop_ids), max_new_tokens, constraint, speculate
+        self.stop, self.speculate = set(stop_ids), speculate
+        self.limits = [max_new_tokens] * B if isinstance(max_new_tokens, int) else list(max_new_tokens)
+        self.sampling = list(sampling) if sampling is not None else [None] * B
         self.out: list[list[int]] = [[] for _ in range(B)]
         self.forced, self.accepted, self.done = [0] * B, [0] * B, [False] * B
         requests = requests or [None] * B  # type: ignore[list-item]
-        self.matchers = [constraint.matcher(r) for r in requests] if constraint is not None else None
+        # One constraint for all rows, or one per row (None: that row is free).
+        self.constraints = list(constraint) if isinstance(constraint, (list, tuple)) else [constraint] * B
+        self.matchers = [c.matcher(r) if c is not None else None for c, r in zip(self.constraints, requests)]
         self.sources = sources or [[] for _ in range(B)]
         self.pending: list[list[int]] = [list(s) for s in suffixes]  # decided, not yet fed to the model
         self.drafts: list[list[int]] = [[] for _ in range(B)]  # guessed, fed along to be verified
@@ -190,7 +206,7 @@ class _Greedy:
         for i, t in enumerate(tokens):
             self.out[b].append(t)
             self.forced[b] += i >= len(tokens) - n_forced
-            if t in self.stop or len(self.out[b]) >= self.max_new_tokens:
+            if t in self.stop or len(self.out[b]) >= self.limits[b]:
                 self.done[b] = True
                 return []
         return tokens
@@ -203,11 +219,15 @@ class _Greedy:
         if bias:
             logits = logits.clone()
             logits[START_CALL_ID] += bias
-        if self.matchers is None:
-            return int(logits.argmax()), []
-        allowed = self.constraint.allowed([self.matchers[b]], logits.shape[-1])[0]
-        token = int(logits.masked_fill(~allowed, float("-inf")).argmax())
-        return token, self.constraint.advance(self.matchers[b], token)
+        constraint, matcher = self.constraints[b], self.matchers[b]
+        if constraint is not None:
+            allowed = constraint.allowed([matcher], logits.shape[-1])[0]
+            logits = logits.masked_fill(~allowed, float("-inf"))
+        sampling = self.sampling[b]
+        token = int(logits.argmax()) if sampling is None else _sample(logits, sampling)
+        if constraint is None:
+            return token, []
+        return token, constraint.advance(matcher, token)
 
     def step(self, b: int, rows: _Rows, logits: Any, keep: int) -> None:
         """Row b after a forward: verify its drafts one by one against greedy's choices (``logits`` [keep, V]),
@@ -233,12 +253,25 @@ class _Greedy:
             self.drafts[b] = lookup_draft(self.out[b], self.sources[b], self.speculate)
 
 
+def _sample(logits: Any, sampling: Sampling) -> int:
+    """One draw from softmax(logits / temperature), restricted to the smallest set of tokens whose probability
+    reaches ``top_p`` (masked tokens are ``-inf`` and never drawn)."""
+    import torch
+
+    probs = torch.softmax(logits.float() / sampling.temperature, dim=-1)
+    if sampling.top_p < 1.0:
+        sorted_probs, order = probs.sort(descending=True)
+        outside = sorted_probs.cumsum(-1) - sorted_probs >= sampling.top_p  # the top token always stays
+        probs = probs.scatter(-1, order, sorted_probs.masked_fill(outside, 0.0))
+    return int(torch.multinomial(probs, 1, generator=sampling.generator))
+
+
 def decode_greedy(
     model: Any,
     prefix: PrefixCache,
     suffixes: Sequence[Sequence[int]],
     stop_ids: Sequence[int],
-    max_new_tokens: int,
+    max_new_tokens: int | Sequence[int],
     constraint: Any = None,
     pad_id: int = 0,
     speculate: int = 0,
@@ -246,6 +279,8 @@ def decode_greedy(
     requests: Sequence[str] | None = None,
     call_bias: float = 0.0,
     next_call_bias: float = 0.0,
+    sampling: Sequence[Sampling | None] | None = None,
+    on_tokens: Callable[[int, list[int]], None] | None = None,
 ) -> list[Decoded]:
     """Greedy decoding of each suffix after the shared prefix, all rows in one batch.
 
@@ -262,11 +297,19 @@ def decode_greedy(
     ``call_bias``: added to the score of ``<start_function_call>`` at the first position only: the calibrated
     decision between a call and words (``calibrate.py``); 0 is plain greedy. ``next_call_bias``: the same, right
     after each ``<end_function_call>`` (another call, or ``<start_function_response>``).
+
+    ``max_new_tokens``: one limit, or one per row. ``sampling``: per row, ``None`` (greedy) or a
+    :class:`Sampling`. ``on_tokens(row, tokens)``: called with each row's newly decided tokens after every
+    forward (streaming); a stop token is the last it gets.
+
+    ``constraint`` may also be one constraint per row (rows that differ in tool choice share a batch).
     """
     import torch
 
     B = len(suffixes)
-    g = _Greedy(suffixes, stop_ids, max_new_tokens, constraint, speculate, sources, requests, call_bias, next_call_bias)
+    g = _Greedy(suffixes, stop_ids, max_new_tokens, constraint, speculate, sources, requests, call_bias,
+                next_call_bias, sampling)
+    reported = [0] * B
     calls, t_prefill = 0, None
     with torch.inference_mode():
         t0 = time.perf_counter()
@@ -279,6 +322,9 @@ def decode_greedy(
             for b in range(B):
                 if not g.done[b]:
                     g.step(b, rows, logits[b], keep)
+                    if on_tokens is not None and len(g.out[b]) > reported[b]:
+                        on_tokens(b, g.out[b][reported[b]:])
+                        reported[b] = len(g.out[b])
         total = time.perf_counter() - t0
     stats = {"prefill_s": t_prefill or 0.0, "decode_s": total - (t_prefill or 0.0), "forward_calls": float(calls)}
     return [
