@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # Torch is installed first and pinned, so that no later requirement can pull another (CUDA) build.
 TORCH := torch==2.13.0
 
-.PHONY: setup test test-slow main bench clean
+.PHONY: setup setup-integration test test-slow test-integration main bench clean
 
 setup: $(VENV)/.installed
 
@@ -18,6 +18,17 @@ $(VENV)/.installed: pyproject.toml requirements.txt
 
 test: setup
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q
+
+# The real CodeTether server (and PostgreSQL, which must be installed) for tests/integration: the server's
+# dependencies are pinned to the working set in constraints/codetether.txt.
+setup-integration: $(VENV)/.installed-integration
+
+$(VENV)/.installed-integration: $(VENV)/.installed constraints/codetether.txt
+	$(BIN)/python -m pip install --quiet -e ".[offline,serve,dev,integration]" -c constraints/codetether.txt $(TORCH)
+	touch $@
+
+test-integration: setup-integration
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -m integration
 
 test-slow: setup
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -m slow -s

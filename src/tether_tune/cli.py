@@ -24,6 +24,8 @@ COMMANDS: dict[str, tuple[str, str, str, str]] = {
     "predict": ("tether_tune.predict", "PredictConfig", "run_predict", "turn a request into calls (JSON)"),
     "serve": ("tether_tune.serve", "ServeConfig", "run_serve",
               "serve a model over OpenAI's chat-completions API (FastAPI + uvicorn)"),
+    "run": ("tether_tune.dispatch.command", "RunConfig", "run_request",
+            "turn a request into calls and carry them out on a CodeTether server (dry run unless --execute)"),
     "calibrate": ("tether_tune.calibrate", "CalibrateConfig", "run_calibrate",
                   "choose a run's call-or-words bias on validation data"),
     "make-tiny-model": (

@@ -1,9 +1,10 @@
 """The one error type for what a user can fix.
 
 Every problem a user can act on — a bad flag value, a missing or malformed file, a bad line in a data file, an
-unknown model path, a bad tools file, an example that does not fit the length limit — is a
-:class:`TetherTuneError`. The CLI prints it as ``tether-tune COMMAND: error: MESSAGE`` and exits with status 2,
-without a traceback. Any other exception is a bug in tether-tune and keeps its traceback.
+unknown model path, a bad tools file, an example that does not fit the length limit, a CodeTether server that is
+down or refuses a call — is a :class:`TetherTuneError`. The CLI prints it as ``tether-tune COMMAND: error:
+MESSAGE`` and exits with status 2, without a traceback. Any other exception is a bug in tether-tune and keeps its
+traceback.
 
 The subclasses say which kind of input is at fault; a message always says what is wrong, where (flag, file,
 line, field) and, where it is not obvious, what to do.
@@ -42,3 +43,22 @@ class ToolsError(TetherTuneError):
 
 class ModelNotFoundError(TetherTuneError):
     """A model argument that names nothing loadable: no such directory or file, or a hub id out of reach."""
+
+
+class ServerError(TetherTuneError):
+    """The CodeTether server answered outside JSON-RPC (an HTTP error, a JSON-RPC error, a body that is not JSON);
+    the message names the URL, what came back and what to check."""
+
+
+class ServerUnreachableError(ServerError):
+    """No CodeTether server answered: nothing listening at the URL, or no answer within the timeout."""
+
+
+class ToolCallError(ServerError):
+    """One call could not be carried out: it is invalid against our tools, or the server's tool answered with an
+    error (``result.error``). The message names the call and what to do."""
+
+
+class ToolDriftError(ServerError):
+    """The server's tools (``tools/list``) no longer match what a call needs: a tool is missing or an argument
+    changed. The message names the tool and the argument."""
