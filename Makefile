@@ -16,8 +16,10 @@ $(VENV)/.installed: pyproject.toml requirements.txt
 	$(BIN)/python -m pip install --quiet -e ".[offline,serve,dev]" $(TORCH)
 	touch $@
 
-test: setup
-	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q
+# The fast suite and the integration tests (a real CodeTether server and PostgreSQL; skipped, with the reason,
+# where PostgreSQL is not installed).
+test: setup-integration
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -m 'not slow'
 
 # The real CodeTether server (and PostgreSQL, which must be installed) for tests/integration: the server's
 # dependencies are pinned to the working set in constraints/codetether.txt.
