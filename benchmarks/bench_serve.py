@@ -33,12 +33,12 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start(model_path: str, max_batch: int, log: Path) -> tuple[subprocess.Popen, str]:
+def start(model_path: str, flags: list[str], log: Path) -> tuple[subprocess.Popen, str]:
     import httpx
 
     port = free_port()
     cmd = [sys.executable, "-m", "tether_tune.cli", "serve", "--model_path", model_path, "--port", str(port),
-           "--served_model_name", "bench", "--max_batch_size", str(max_batch), "--log_level", "warning"]
+           "--served_model_name", "bench", "--log_level", "warning", *flags]
     with open(log, "w") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
@@ -87,8 +87,11 @@ def main() -> None:
 
     requests = REQUESTS * args.rounds
     rows = []
-    for label, max_batch in (("batched (8)", 8), ("one at a time", 1)):
-        proc, url = start(args.model_path, max_batch, Path(args.log_dir) / f"bench_serve_{max_batch}.log")
+    modes = [("batched (8)", ["--max_batch_size", "8"]),
+             ("batched (8), no drafts", ["--max_batch_size", "8", "--speculate", "0"]),
+             ("one at a time", ["--max_batch_size", "1"])]
+    for k, (label, flags) in enumerate(modes):
+        proc, url = start(args.model_path, flags, Path(args.log_dir) / f"bench_serve_{k}.log")
         try:
             wall, seconds, errors = drive(url, requests, args.clients)
         finally:
@@ -102,8 +105,9 @@ def main() -> None:
     print(f"\n| mode | requests/s | p50 s | p95 s | errors |\n|---|---:|---:|---:|---:|")
     for r in rows:
         print(f"| {r['mode']} | {r['requests_per_s']} | {r['p50_s']} | {r['p95_s']} | {r['errors']} |")
-    print(f"\nthroughput ratio batched / one at a time: {rows[0]['requests_per_s'] / rows[1]['requests_per_s']:.2f}x "
-          f"({args.clients} clients, {len(requests)} requests, {args.model_path})")
+    for r in rows[:-1]:
+        print(f"throughput ratio {r['mode']} / one at a time: {r['requests_per_s'] / rows[-1]['requests_per_s']:.2f}x")
+    print(f"({args.clients} clients, {len(requests)} requests, {args.model_path})")
 
 
 if __name__ == "__main__":

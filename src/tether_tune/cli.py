@@ -26,6 +26,8 @@ COMMANDS: dict[str, tuple[str, str, str, str]] = {
               "serve a model over OpenAI's chat-completions API (FastAPI + uvicorn)"),
     "run": ("tether_tune.dispatch.command", "RunConfig", "run_request",
             "turn a request into calls and carry them out on a CodeTether server (dry run unless --execute)"),
+    "export": ("tether_tune.export", "ExportConfig", "run_export",
+               "write a run as a merged HF model or a GGUF (+ Ollama Modelfile) that keeps tool calling"),
     "calibrate": ("tether_tune.calibrate", "CalibrateConfig", "run_calibrate",
                   "choose a run's call-or-words bias on validation data"),
     "make-tiny-model": (

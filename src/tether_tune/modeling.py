@@ -140,14 +140,23 @@ def convert_gguf(gguf_path: str | os.PathLike, target: str | os.PathLike) -> Pat
     try:
         t0 = time.perf_counter()
         _log(f"converting {gguf_path} (once; about 45 s) ...")
-        _log("  loading the tokenizer from the GGUF")
-        tok = AutoTokenizer.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name)
-        _log(f"  renaming ids 46-52 to FunctionGemma's control tokens ({time.perf_counter() - t0:.0f} s)")
-        tok = to_functiongemma_layout(tok)
+        exported = read_exported_gguf(gguf_path)
+        if exported is not None:
+            # Written by `tether-tune export`: its own tokenizer.json and HF config ride along, so the tokenizer
+            # gives the same ids and the model the same architecture (layer types, query scale) as before.
+            tok, config = exported
+            _log("  a tether-tune export: its tokenizer and config are embedded")
+        else:
+            _log("  loading the tokenizer from the GGUF")
+            tok = AutoTokenizer.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name)
+            _log(f"  renaming ids 46-52 to FunctionGemma's control tokens ({time.perf_counter() - t0:.0f} s)")
+            tok = to_functiongemma_layout(tok)
+            config = None
         check_control_tokens(tok, CONTROL_TOKEN_IDS)
         _log(f"  loading and dequantizing the weights to fp32 ({time.perf_counter() - t0:.0f} s)")
         model = AutoModelForCausalLM.from_pretrained(
-            str(gguf_path.parent), gguf_file=gguf_path.name, dtype=torch.float32
+            str(gguf_path.parent), gguf_file=gguf_path.name, dtype=torch.float32,
+            **({"config": config} if config is not None else {}),
         )
         # The weights are plain fp32 tensors by now; only these marks make save_pretrained refuse
         # ("quantized with gguf and is not serializable").
@@ -155,7 +164,7 @@ def convert_gguf(gguf_path: str | os.PathLike, target: str | os.PathLike) -> Pat
         model.is_quantized = False
         if hasattr(model.config, "quantization_config"):
             del model.config.quantization_config
-        _set_token_ids(model, tok)
+        set_token_ids(model, tok)
         _log(f"  saving to {target} ({time.perf_counter() - t0:.0f} s)")
         model.save_pretrained(tmp)
         tok.save_pretrained(tmp)
@@ -177,7 +186,38 @@ def convert_gguf(gguf_path: str | os.PathLike, target: str | os.PathLike) -> Pat
         raise
 
 
-def _set_token_ids(model: Any, tok: Any) -> None:
+#: GGUF metadata key of ours (runtimes ignore it): the HF config of an exported model (``tether_tune.export``).
+GGUF_HF_CONFIG_KEY = "tether_tune.hf_config"
+
+
+def read_exported_gguf(gguf_path: str | os.PathLike) -> tuple[Any, Any] | None:
+    """``(tokenizer, config)`` embedded by ``tether-tune export`` in a GGUF (``tokenizer.huggingface.json`` and
+    :data:`GGUF_HF_CONFIG_KEY`), or ``None`` for any other GGUF."""
+    import gguf
+    from tokenizers import Tokenizer
+    from transformers import AutoConfig, PreTrainedTokenizerFast
+
+    reader = gguf.GGUFReader(os.fspath(gguf_path))
+    fields = {key: reader.fields.get(key) for key in (GGUF_HF_CONFIG_KEY, gguf.Keys.Tokenizer.HF_JSON,
+                                                       gguf.Keys.Tokenizer.CHAT_TEMPLATE)}
+    if fields[GGUF_HF_CONFIG_KEY] is None or fields[gguf.Keys.Tokenizer.HF_JSON] is None:
+        return None
+    config_dict = json.loads(fields[GGUF_HF_CONFIG_KEY].contents())
+    config = AutoConfig.for_model(config_dict.pop("model_type"), **config_dict)
+    backend = Tokenizer.from_str(fields[gguf.Keys.Tokenizer.HF_JSON].contents())
+    template = fields[gguf.Keys.Tokenizer.CHAT_TEMPLATE]
+    vocab = backend.get_vocab(with_added_tokens=True)
+    tok = PreTrainedTokenizerFast(
+        tokenizer_object=backend,
+        bos_token="<bos>", eos_token="<eos>", pad_token="<pad>",
+        unk_token="<unk>" if "<unk>" in vocab else None, mask_token="<mask>" if "<mask>" in vocab else None,
+        clean_up_tokenization_spaces=False, add_bos_token=False, add_eos_token=False,
+        chat_template=template.contents() if template is not None else None,
+    )
+    return tok, config
+
+
+def set_token_ids(model: Any, tok: Any) -> None:
     """pad/bos/eos in the model config; ``generate()`` by default stops on all three of the spec's stop tokens."""
     pad, bos = tok.convert_tokens_to_ids("<pad>"), tok.convert_tokens_to_ids("<bos>")
     eos, eot = tok.convert_tokens_to_ids("<eos>"), tok.convert_tokens_to_ids(END_OF_TURN)
@@ -389,7 +429,7 @@ def make_tiny_model(out_dir: str | os.PathLike, seed: int = 0, functiongemma_lay
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = Gemma3ForCausalLM(config)
-    _set_token_ids(model, tok)
+    set_token_ids(model, tok)
     model.save_pretrained(out)
     tok.save_pretrained(out)
     return out
