@@ -75,13 +75,12 @@ def export_hf(run: Any, out_dir: str | os.PathLike) -> Path:
 # --------------------------------------------------------------------------------------------------------------
 
 
-def _rope_thetas(config: Any) -> tuple[float, float]:
-    """(global, sliding-window) RoPE bases; transformers 5 keeps them in ``rope_parameters`` per layer type."""
+def _rope_theta(config: Any) -> float:
+    """The global layers' RoPE base (transformers 5 keeps it in ``rope_parameters`` per layer type); llama.cpp's
+    Gemma 3 graph fixes the sliding-window layers' base itself."""
     params = getattr(config, "rope_parameters", None) or {}
-    full = (params.get("full_attention") or {}).get("rope_theta") or getattr(config, "rope_theta", None) or 1e6
-    local = (params.get("sliding_attention") or {}).get("rope_theta") or getattr(
-        config, "rope_local_base_freq", None) or 1e4
-    return float(full), float(local)
+    return float((params.get("full_attention") or {}).get("rope_theta") or getattr(config, "rope_theta", None)
+                 or 1e6)
 
 
 def _vocab(tokenizer: Any, n_vocab: int) -> dict[str, Any]:
@@ -174,8 +173,7 @@ def export_gguf(run: Any, out_path: str | os.PathLike, quant: str = "f16", name:
     writer.add_key_length(config.head_dim)
     writer.add_value_length(config.head_dim)
     writer.add_layer_norm_rms_eps(config.rms_norm_eps)
-    full_theta, _ = _rope_thetas(config)
-    writer.add_rope_freq_base(full_theta)
+    writer.add_rope_freq_base(_rope_theta(config))
     writer.add_sliding_window(config.sliding_window)
 
     vocab = _vocab(tok, n_vocab)

@@ -122,10 +122,10 @@ def _error_response(err: APIError) -> Any:
     return JSONResponse(err.body(), status_code=err.status, headers=headers)
 
 
-def _message(outcome: Outcome, ids: list[str]) -> dict[str, Any]:
+def _message(outcome: Outcome) -> dict[str, Any]:
     msg: dict[str, Any] = {"role": "assistant", "content": outcome.text or None, "refusal": None}
-    if outcome.calls:
-        msg["tool_calls"] = [{k: v for k, v in tool_call_json(c, i, ids[i]).items() if k != "index"}
+    if outcome.calls:  # a message's calls carry no "index" (only stream deltas do)
+        msg["tool_calls"] = [{k: v for k, v in tool_call_json(c, i).items() if k != "index"}
                              for i, c in enumerate(outcome.calls)]
     return msg
 
@@ -267,11 +267,10 @@ def create_app(engine: Engine, model_name: str, api_key: str | None = None, max_
             finish(rid, err.status, t0, err=err)
             return _error_response(err)
         finish(rid, 200, t0, outcome)
-        ids = [f"call_{uuid.uuid4().hex[:24]}" for _ in outcome.calls]
         return JSONResponse({
             "id": rid, "object": "chat.completion", "created": int(time.time()), "model": model_name,
             "system_fingerprint": None,
-            "choices": [{"index": 0, "message": _message(outcome, ids), "finish_reason": outcome.finish_reason,
+            "choices": [{"index": 0, "message": _message(outcome), "finish_reason": outcome.finish_reason,
                          "logprobs": None}],
             "usage": _usage(outcome),
         }, headers={"X-Request-Id": rid})

@@ -28,7 +28,8 @@ from typing import Any, Callable, Mapping, Sequence
 from ..decoding import END_CALL_ID, START_CALL_ID, PrefixCache, Sampling, decode_greedy
 from ..errors import TetherTuneError
 from ..format import CONTROL_TOKEN_IDS, Call, developer_turn_end, render_conversation_segments
-from ..tools import check_tools, read_turn
+from ..predict import read_prediction
+from ..tools import check_tools, read_turn, tool_map
 from .protocol import APIError, Conversation
 
 _CONTROL_IDS = frozenset(CONTROL_TOKEN_IDS.values())
@@ -53,7 +54,7 @@ class _LRU(OrderedDict):
 
 @dataclass
 class Outcome:
-    """What one request decoded to, read the one way (``tools.read_turn``)."""
+    """What one request decoded to, read the way prediction reads it (``predict.read_prediction``)."""
 
     calls: list[Call]  # schema-valid calls, coerced to their declared types
     text: str  # the words answer ('' when only calls)
@@ -115,7 +116,12 @@ class Engine:
         self._prefixes = _LRU(cache_size)  # prefix key -> PrefixCache (worker thread only)
         self._constraints = _LRU(cache_size * 4)  # (tools key, choice, parallel) -> ToolCallConstraint
         self._checked_tools = _LRU(cache_size * 4)  # tools key -> checked tools
+        # llguidance's view of the tokenizer (seconds on a 262k vocabulary): once, shared by every grammar.
         self._lltokenizer = None
+        if constrained:
+            from ..constrain import llguidance_tokenizer
+
+            self._lltokenizer = llguidance_tokenizer(self.tokenizer)
         self._pending = 0
         self._queue: queue.Queue[Job | None] = queue.Queue()
         self._worker = threading.Thread(target=self._loop, name="tether-tune-decode", daemon=True)
@@ -141,12 +147,9 @@ class Engine:
     def _constraint(self, tools_key: str, tools: list[dict[str, Any]], choice: str, parallel: bool) -> Any:
         if not self.constrained:
             return None
-        from ..constrain import ToolCallConstraint, llguidance_tokenizer
+        from ..constrain import ToolCallConstraint
 
         with self._lock:
-            if self._lltokenizer is None:
-                with self._tok_lock:
-                    self._lltokenizer = llguidance_tokenizer(self.tokenizer)
 
             def make() -> Any:
                 try:
@@ -163,7 +166,7 @@ class Engine:
         from ..tokenizer import encode_segments
 
         tools_key, tools = self._tools(conv.tools)
-        names = [t.get("function", t)["name"] for t in tools]
+        names = list(tool_map(tools))
         if tool_choice not in ("auto", "none", "required") and tool_choice not in names:
             raise APIError(f"tool_choice names {tool_choice!r}, which is not among the tools ({', '.join(names)})",
                            param="tool_choice")
@@ -176,13 +179,9 @@ class Engine:
         end = developer_turn_end(segments)
         developer = conv.developer if conv.developer is not None else (self.developer or "")
         prefix_key = (tools_key, developer)
-        with self._tok_lock:
-            with self._lock:
-                prefix_ids = self._prefix_ids.get(prefix_key)
-            if prefix_ids is None:
-                prefix_ids = encode_segments(self.tokenizer, segments[:end])
-                with self._lock:
-                    self._prefix_ids.get_or_make(prefix_key, lambda: prefix_ids)
+        with self._tok_lock:  # _prefix_ids is only used here, under this lock
+            prefix_ids = self._prefix_ids.get_or_make(prefix_key,
+                                                      lambda: encode_segments(self.tokenizer, segments[:end]))
             suffix = encode_segments(self.tokenizer, segments[end:])
         prompt = len(prefix_ids) + len(suffix)
         if self.context_limit and prompt + max_new_tokens > self.context_limit:
@@ -274,12 +273,10 @@ class Engine:
                     job.future.set_exception(err)
 
     def outcome(self, raw: str, ids: Sequence[int], job: Job, seconds: float) -> Outcome:
-        turn = read_turn(raw, job.tools)
-        calls = turn.valid_calls
+        calls, text, errors = read_prediction(raw, job.tools)  # what predict reads, the same way
         ended = bool(ids) and ids[-1] in self.stop_ids
         finish = "tool_calls" if calls else "stop" if ended else "length"
-        return Outcome(calls, turn.text, finish, len(job.prefix_ids) + len(job.suffix), len(ids), turn.errors,
-                       seconds)
+        return Outcome(calls, text, finish, len(job.prefix_ids) + len(job.suffix), len(ids), errors, seconds)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -291,9 +288,9 @@ def tool_call_id() -> str:
     return "call_" + uuid.uuid4().hex[:24]
 
 
-def tool_call_json(call: Call, index: int, call_id: str | None = None) -> dict[str, Any]:
-    """One call in OpenAI's shape: arguments a JSON string whose values keep their schema types."""
-    return {"index": index, "id": call_id or tool_call_id(), "type": "function",
+def tool_call_json(call: Call, index: int) -> dict[str, Any]:
+    """One call in OpenAI's shape, with a fresh id: arguments a JSON string whose values keep their schema types."""
+    return {"index": index, "id": tool_call_id(), "type": "function",
             "function": {"name": call.name, "arguments": json.dumps(call.arguments, ensure_ascii=False)}}
 
 

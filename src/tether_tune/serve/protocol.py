@@ -241,8 +241,5 @@ def validation_error(errors: list[dict[str, Any]]) -> APIError:
     param = ""
     for p in loc:
         param += f"[{p}]" if isinstance(p, int) else (f".{p}" if param else str(p))
-    # pydantic reports one failure per Union branch; its location then ends in the branch's type name.
     msg = err.get("msg", "invalid value")
-    if err.get("type") == "json_invalid":
-        return APIError(f"the body is not valid JSON: {err.get('ctx', {}).get('error', msg)}", code="invalid_json")
     return APIError(f"{param or 'body'}: {msg}", param=param or None, code="invalid_value")
