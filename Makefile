@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # Torch is installed first and pinned, so that no later requirement can pull another (CUDA) build.
 TORCH := torch==2.13.0
 
-.PHONY: setup setup-integration test test-slow test-integration main bench clean
+.PHONY: setup setup-integration test test-slow test-integration test-export main bench clean
 
 setup: $(VENV)/.installed
 
@@ -19,7 +19,7 @@ $(VENV)/.installed: pyproject.toml requirements.txt
 # The fast suite and the integration tests (a real CodeTether server and PostgreSQL; skipped, with the reason,
 # where PostgreSQL is not installed).
 test: setup-integration
-	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -m 'not slow'
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -m 'not slow and not export'
 
 # The real CodeTether server (and PostgreSQL, which must be installed) for tests/integration: the server's
 # dependencies are pinned to the working set in constraints/codetether.txt.
@@ -34,6 +34,12 @@ test-integration: setup-integration
 
 test-slow: setup
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -m slow -s
+
+# Exported GGUFs checked in llama.cpp itself (tests/test_export_llama.py). The llama extra compiles llama.cpp
+# (about 4 minutes, once).
+test-export: setup
+	$(BIN)/python -m pip install --quiet -e ".[offline,serve,dev,llama]" $(TORCH)
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -m export
 
 main: setup
 	PATH="$(abspath $(BIN)):$$PATH" bash scripts/main_job.sh

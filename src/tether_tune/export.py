@@ -178,7 +178,13 @@ def export_gguf(run: Any, out_path: str | os.PathLike, quant: str = "f16", name:
 
     vocab = _vocab(tok, n_vocab)
     writer.add_tokenizer_model(vocab["kind"])
-    writer.add_tokenizer_pre("default")
+    # A byte-level BPE like the tiny model's pre-tokenizes with GPT-2's regex: llama.cpp's "gpt-2". Its "default"
+    # splits punctuation off words ("code (8" becomes "code", " ", "(", "8" where ours gives "code", " (", "8").
+    writer.add_tokenizer_pre("gpt-2" if vocab["kind"] == "gpt2" else "default")
+    if vocab["kind"] == "llama":
+        # Gemma 3 puts no "▁" before the text. llama.cpp's SentencePiece path does unless told, at the start and
+        # after every control token ("<start_of_turn>▁developer"); llama.cpp's own Gemma 3 GGUFs tell it too.
+        writer.add_add_space_prefix(False)
     writer.add_token_list(vocab["tokens"])
     writer.add_token_scores(vocab["scores"])
     writer.add_token_types(vocab["types"])
@@ -308,3 +314,35 @@ def run_export(cfg: ExportConfig) -> int:
     print(f"[tether-tune] exported in {time.perf_counter() - t0:.1f} s -> {out}", flush=True)
     print(out)
     return 0
+
+
+def load_llama_cpp(path: str | Path, n_ctx: int, threads: int = 1, repack: bool = False, kv_f32: bool = False) -> Any:
+    """One ``llama_cpp.Llama`` on the CPU (the ``llama`` extra): how the llama.cpp check and the latency benchmark
+    load an exported GGUF.
+
+    ``threads``: ggml's worker threads spin while they wait for each other, so on a 2-core machine that is busy
+    with something else 2 threads ran a token of the tiny test model 1000x slower than 1 (0.5 s against 0.5 ms).
+    ``repack`` False: the weights stay as the file has them. llama.cpp otherwise repacks Q8_0 weights for its AMX
+    kernels on CPUs that have AMX (Sapphire Rapids and later), and those crash (a segmentation fault in the
+    first batch of more than one token) on llama.cpp's own Q8_0 files as on ours: llama.cpp issue #20824. The
+    option is not among ``Llama``'s arguments, so the default model parameters are wrapped while it loads.
+    ``kv_f32``: keep the KV cache in f32 rather than llama.cpp's default f16 (which rounds keys and values even
+    for an f32 GGUF).
+    """
+    import llama_cpp
+    import llama_cpp.llama_cpp as capi
+
+    default_params = capi.llama_model_default_params
+
+    def params() -> Any:
+        p = default_params()
+        p.use_extra_bufts = repack
+        return p
+
+    capi.llama_model_default_params = params
+    try:
+        kv = {"type_k": llama_cpp.GGML_TYPE_F32, "type_v": llama_cpp.GGML_TYPE_F32} if kv_f32 else {}
+        return llama_cpp.Llama(model_path=str(path), n_ctx=n_ctx, n_threads=threads, n_threads_batch=threads,
+                               verbose=False, logits_all=False, **kv)
+    finally:
+        capi.llama_model_default_params = default_params

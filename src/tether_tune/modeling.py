@@ -21,7 +21,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 
 from .config import ConfigError, atomic_write_text, print_config
 from .errors import ModelNotFoundError
@@ -396,24 +396,29 @@ def build_tiny_tokenizer(functiongemma_layout: bool = True, vocab_size: int = 64
     )
 
 
-def make_tiny_model(out_dir: str | os.PathLike, seed: int = 0, functiongemma_layout: bool = True) -> Path:
-    """Write a random 2-layer ``Gemma3ForCausalLM`` and its tokenizer to ``out_dir`` (deterministic for a seed).
-
-    Loadable with ``AutoModelForCausalLM.from_pretrained(out_dir)`` / ``AutoTokenizer.from_pretrained(out_dir)``.
+def make_tiny_model(out_dir: str | os.PathLike, seed: int = 0, functiongemma_layout: bool = True,
+                    layer_types: Sequence[str] = ("sliding_attention", "full_attention"),
+                    tokenizer: Any = None) -> Path:
+    """Write a random ``Gemma3ForCausalLM`` (2 layers by default) and its tokenizer to ``out_dir`` (deterministic
+    for a seed). Loadable with ``AutoModelForCausalLM.from_pretrained(out_dir)`` and
+    ``AutoTokenizer.from_pretrained(out_dir)``.
+    ``layer_types``: one per layer (llama.cpp's Gemma 3 graph needs Gemma 3's own pattern: 5 sliding, 1 full).
+    ``tokenizer``: a FunctionGemma-layout tokenizer to use instead of the tiny BPE (e.g. Gemma 3's own, whose
+    262 144 entries make the embedding 16.8 M of the weights).
     """
     import torch
     from transformers import Gemma3ForCausalLM, Gemma3TextConfig
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    tok = build_tiny_tokenizer(functiongemma_layout)
+    tok = build_tiny_tokenizer(functiongemma_layout) if tokenizer is None else tokenizer
     vocab = len(tok)
     config = Gemma3TextConfig(
         vocab_size=vocab,
         hidden_size=64,
         intermediate_size=128,
-        num_hidden_layers=2,
-        layer_types=["sliding_attention", "full_attention"],
+        num_hidden_layers=len(layer_types),
+        layer_types=list(layer_types),
         sliding_window=64,
         num_attention_heads=4,
         num_key_value_heads=1,
