@@ -1,17 +1,23 @@
-"""Latency per request, three ways, in one process on the same requests:
+"""Latency per request at batch size 1: the naive path, each lever added in turn, and llama.cpp, in one process
+on the same requests (the held-out test split of a run), each request timed on every path before the next.
 
-- naive: ``model.generate`` on the full prompt (the developer turn with the 8 declarations re-read every time);
-- cached: the developer turn's KV cache computed once, each request runs only its own tokens (greedy);
-- constrained: the cached path decoding under the tool grammar (forced tokens appended without a choice);
-- constrained+lookup: that, plus draft tokens copied from the request (UUIDs, titles), verified in one forward
-  each: the same tokens in fewer forwards (the Predictor's default).
+Paths (each keeps the levers above it):
 
-Prints p50/p95 seconds per request for each, their ratios, a batched run over the prefix cache, and how often
-the constrained calls agree with the unconstrained ones (and how many of each parse and validate).
+- naive: ``model.generate`` on the full prompt (the developer turn with its declarations re-read every time);
+- +prefix cache: the developer turn's KV cache computed once; each request feeds only its own tokens;
+- +grammar: decoding under the grounded tool grammar (forced tokens appended without a choice);
+- +drafts: tokens copied from the request, and the call draft, verified in the same forward;
+- +restricted head: the output head computed only for the tokens the grammar allows, where they are few;
+- +bf16: the weights in bfloat16 (the only lever here that changes numerics: see --compare_outputs);
+- llama.cpp: the run exported to GGUF (``tether-tune export``), run by ``llama-cpp-python`` with its prefix cache
+  on the same prompt ids, generating the same number of tokens as the default path did for that request.
 
-    python benchmarks/bench_latency.py                              # the real 270M (offline preset)
-    python benchmarks/bench_latency.py --model /tmp/tiny --n 4      # smoke run on a tiny model
-    python benchmarks/bench_latency.py --model_path ./finetuned_model   # a trained adapter
+Prints p50/p95/mean seconds per path, each path's ratio to llama.cpp, and how many outputs each path shares with
+the path before it (the levers that keep numerics must keep every output).
+
+    python benchmarks/bench_latency.py --model_path runs/main/model              # the trained run (README table)
+    python benchmarks/bench_latency.py --model_path runs/main/model --profile    # where one request's time goes
+    python benchmarks/bench_latency.py --model_path /tmp/tiny --n 4 --no-llama   # smoke run on a tiny model
 """
 
 from __future__ import annotations
@@ -21,96 +27,14 @@ import json
 import os
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
+from typing import Any, Callable
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 REPO = Path(__file__).resolve().parents[1]
-
-# (request, the calls it should give): the calls drive --gold runs.
-CASES = [
-    ("Create a task to refactor the payment service in codebase 3fa9c01b with priority 8",
-     [("create_task", {"codebase_id": "3fa9c01b", "priority": 8, "title": "refactor the payment service"})]),
-    ("What is the status of task 7c9e6679-7425-40de-944b-e07fc1f90ae7?",
-     [("get_task", {"task_id": "7c9e6679-7425-40de-944b-e07fc1f90ae7"})]),
-    ("Cancel task 0b1e2c3d-4f50-4a6b-8c7d-9e0f1a2b3c4d", [("cancel_task", {"task_id": "0b1e2c3d-4f50-4a6b-8c7d-9e0f1a2b3c4d"})]),
-    ("Show me the history of session 550e8400-e29b-41d4-a716-446655440000",
-     [("get_session_history", {"session_id": "550e8400-e29b-41d4-a716-446655440000"})]),
-    ("Play back session 6ba7b810-9dad-11d1-80b4-00c04fd430c8 as a summary",
-     [("playback_session", {"session_id": "6ba7b810-9dad-11d1-80b4-00c04fd430c8", "style": "summary"})]),
-    ("List my pending tasks", [("list_tasks", {"status": "pending"})]),
-    ("Which agents are available right now?", [("discover_agents", {})]),
-    ("Tell the code-reviewer agent to look at the auth module before Friday",
-     [("send_message", {"agent_name": "code-reviewer", "message": "look at the auth module before Friday"})]),
-    ("Get task f47ac10b-58cc-4372-a567-0e02b3c479d5 and tell me if it failed",
-     [("get_task", {"task_id": "f47ac10b-58cc-4372-a567-0e02b3c479d5"})]),
-    ("Create an explore task titled map the billing code",
-     [("create_task", {"agent_type": "explore", "title": "map the billing code"})]),
-    ("List the completed tasks of codebase global", [("list_tasks", {"codebase_id": "global", "status": "completed"})]),
-    ("Thanks, that's all for now!", []),
-]
-REQUESTS = [r for r, _ in CASES]
-
-
-class GoldSteered:
-    """``--gold``: the model with its logits pushed (+1e4) towards the expected answer, one token per position.
-    The compute per token is the real model's; only the choice is made for it, so timings have the lengths of
-    correct answers even when the model under test is not trained yet."""
-
-    def __init__(self, model, tokenizer):
-        import torch
-
-        self.inner, self.tokenizer, self.torch = model, tokenizer, torch
-        self.script: list[int] = []
-        self.prompt_len = 0
-
-    def set(self, prompt_len: int, calls: list) -> None:
-        from tether_tune.format import Call, Control, render_call_segments
-        from tether_tune.tokenizer import encode_segments
-
-        segments: list[str] = []
-        for name, args in calls:
-            segments += render_call_segments(Call(name, args))
-        segments += [Control("<start_function_response>")] if calls else ["Happy to help.", Control("<end_of_turn>")]
-        self.script, self.prompt_len = encode_segments(self.tokenizer, segments), prompt_len
-
-    def bias(self, scores, n_new):  # scores [B, V], n_new [B]
-        for b, n in enumerate(n_new.tolist()):
-            if 0 <= n:
-                scores[b, self.script[n] if n < len(self.script) else 1] += 1e4
-        return scores
-
-    # the nn.Module face that tether_tune.decoding uses
-    @property
-    def config(self):
-        return self.inner.config
-
-    @property
-    def device(self):
-        return self.inner.device
-
-    def parameters(self):
-        return self.inner.parameters()
-
-    def forward(self, input_ids, cache=None, **kwargs):
-        out = self.inner(input_ids=input_ids, cache=cache, **kwargs)
-        keep = out.logits.shape[1]
-        n_new = kwargs["position_ids"][:, -keep:] + 1 - self.prompt_len
-        logits = out.logits.clone()
-        for k in range(keep):
-            logits[:, k] = self.bias(logits[:, k], n_new[:, k])
-        out.logits = logits
-        return out
-
-    __call__ = forward
-
-    def processor(self):  # the same push for model.generate
-        def fn(input_ids, scores):
-            n = self.torch.full((scores.shape[0],), input_ids.shape[1] - self.prompt_len)
-            return self.bias(scores, n)
-
-        return fn
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -124,127 +48,183 @@ def percentile(values: list[float], q: float) -> float:
     return v[lo] + (v[hi] - v[lo]) * (k - lo)
 
 
+def test_requests(model_path: str, test_file: str | None, n: int) -> list[str]:
+    """The first ``n`` inputs of ``test_file`` (default: the run's held-out split, ``../data/*.test.jsonl``)."""
+    from tether_tune.data import json_record, jsonl_lines
+
+    if test_file is None:
+        found = sorted((Path(model_path).parent / "data").glob("*.test.jsonl"))
+        if not found:
+            raise SystemExit(f"--test_file: {model_path} has no ../data/*.test.jsonl beside it; give one")
+        test_file = str(found[0])
+    out = [json_record(line, src)["input"] for src, line in jsonl_lines(test_file, "--test_file")]
+    return out[:n]
+
+
+class LlamaCpp:
+    """llama.cpp on a GGUF, greedy, generating exactly ``n`` tokens after the prompt ids (its KV cache keeps the
+    longest prefix shared with the previous prompt: the developer turn)."""
+
+    def __init__(self, gguf: str, threads: int, n_ctx: int):
+        from tether_tune.export import load_llama_cpp
+
+        # Without repacking for AMX: llama.cpp crashes on Q8_0 repacked on this CPU (see load_llama_cpp).
+        self.llm = load_llama_cpp(gguf, n_ctx=n_ctx, threads=threads)
+
+    def __call__(self, ids: list[int], n: int) -> list[int]:
+        out: list[int] = []
+        for token in self.llm.generate(ids, top_k=1, temp=0.0, repeat_penalty=1.0, reset=True):
+            out.append(int(token))
+            if len(out) >= n:
+                break
+        return out
+
+
+def export_gguf(run: Any, quant: str, directory: str) -> str:
+    """The loaded run (its adapter merged) written as a GGUF by ``tether-tune export``'s own function."""
+    from tether_tune.export import export_gguf as write
+
+    return str(write(run, Path(directory) / f"bench-{quant}.gguf", quant=quant))
+
+
+def profile_one(pred: Any, request: str) -> None:
+    """Where one request's milliseconds go, by torch operator (the default path)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    pred.predict(request)
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        out = pred.predict(request)
+    print(f"\nprofile of one request ({out.timings['total_s'] * 1000:.0f} ms, "
+          f"{out.timings['forward_calls']:.0f} forwards, {out.timings['new_tokens']:.0f} tokens of which "
+          f"{out.timings['forced_tokens']:.0f} forced and {out.timings['draft_tokens']:.0f} drafted): {request!r}")
+    print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=15))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default="gemma-3-270m-offline", help="base model: preset, dir, .gguf or name")
-    parser.add_argument("--model_path", "--adapter", dest="model_path", default=None,
-                        help="a training output dir (adapter + run_info.json); overrides --model")
-    parser.add_argument("--tools", default=None, help="tools file (default: the run's, else CodeTether's, shipped with tether-tune)")
-    parser.add_argument("--n", type=int, default=len(REQUESTS), help="how many of the built-in requests")
-    parser.add_argument("--max_new_tokens", type=int, default=96)
-    parser.add_argument("--batch_size", type=int, default=8, help="for the batched run")
-    parser.add_argument("--skip_naive", action="store_true", help="leave out plain generate (slow on the 270M)")
-    parser.add_argument("--gold", action="store_true",
-                        help="push the model to the expected calls: timings for answers of the right length")
+    parser.add_argument("--model_path", default="runs/main/model",
+                        help="a training output dir (make main writes runs/main/model), model dir, .gguf or preset")
+    parser.add_argument("--test_file", default=None,
+                        help="JSONL with an \"input\" per line (default: the run's held-out split, ../data/*.test.jsonl)")
+    parser.add_argument("--n", type=int, default=40, help="how many requests of the test file (the first n)")
+    parser.add_argument("--threads", type=int, default=2, help="torch and llama.cpp threads")
+    parser.add_argument("--max_new_tokens", type=int, default=128)
+    parser.add_argument("--skip_naive", action="store_true", help="leave out plain generate (the slowest path)")
+    parser.add_argument("--llama", action=argparse.BooleanOptionalAction, default=True,
+                        help="time llama.cpp too (needs the llama extra: pip install -e '.[llama]')")
+    parser.add_argument("--gguf", default=None,
+                        help="the GGUF llama.cpp runs (default: --model_path exported with --quant into a temp dir)")
+    parser.add_argument("--quant", default="q8_0", choices=["f16", "q8_0"], help="for the default --gguf")
+    parser.add_argument("--profile", action="store_true", help="also print a profile of one request")
+    parser.add_argument("--json", default=None, help="also write the results here")
     args = parser.parse_args(argv)
 
     import torch
 
-    from tether_tune.predict import Predictor, read_prediction
+    from tether_tune.decoding import HEAD_LIMIT
+    from tether_tune.predict import Predictor
+    from tether_tune.rundir import load_run
 
-    cases = (CASES * (1 + args.n // len(CASES)))[: args.n]
-    requests = [r for r, _ in cases]
-    gold_of = dict(CASES)
+    torch.set_num_threads(args.threads)
+    requests = test_requests(args.model_path, args.test_file, args.n)
     t0 = time.perf_counter()
-    pred = Predictor.load(args.model_path or args.model, tools=args.tools, constrained=True,
-                          max_new_tokens=args.max_new_tokens)
-    load_s = time.perf_counter() - t0
-    constraint = pred.constraint
-    model = pred.model
-    steer = GoldSteered(model, pred.tokenizer) if args.gold else None
-    if steer is not None:
-        import inspect
+    run32 = load_run(args.model_path, dtype="float32")
+    run16 = load_run(args.model_path, dtype="bfloat16")
+    print(f"model: {args.model_path} ({run32.base_model}); loaded twice (fp32, bf16) in "
+          f"{time.perf_counter() - t0:.1f} s; {len(requests)} requests; {args.threads} threads", flush=True)
 
-        pred.model = steer
-        assert "cache" in inspect.signature(model.forward).parameters
-    print(f"model: {args.model_path or args.model} ({pred.base_model}); loaded in {load_s:.1f} s; "
-          f"prefix {len(pred.prefix.ids)} tokens; torch threads {torch.get_num_threads()}", flush=True)
+    def predictor(run: Any, **kw: Any) -> Predictor:
+        kw = {"constrained": True, "speculate": 0, "head_limit": 0, "max_new_tokens": args.max_new_tokens, **kw}
+        return Predictor.from_run(run, **kw)
 
-    def naive(request: str) -> tuple[str, int]:
-        ids = pred.encode(request)
-        extra = {"logits_processor": [steer.processor()]} if steer is not None else {}
+    free = predictor(run32, constrained=False)
+    levers: dict[str, Predictor] = {
+        "+prefix cache": free,
+        "+grammar": predictor(run32),
+        "+drafts": predictor(run32, speculate=8),
+        "+restricted head": predictor(run32, speculate=8, head_limit=HEAD_LIMIT),
+        "+bf16": predictor(run16, speculate=8, head_limit=HEAD_LIMIT),
+    }
+    default = "+bf16"
+    shared = levers["+grammar"].constraint  # one grammar cache for all: the same grammars, compiled once
+    for p in levers.values():
+        if p.constraint is not None:
+            p.constraint = shared
+
+    def naive(request: str) -> int:
+        ids = free.encode(request)
         with torch.inference_mode():
-            out = model.generate(
+            out = run32.model.generate(
                 torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long),
-                max_new_tokens=args.max_new_tokens, do_sample=False, eos_token_id=pred.stop_ids,
-                pad_token_id=pred.pad_id, **extra,
-            )[0, len(ids):].tolist()
-        from tether_tune.tokenizer import decode
+                max_new_tokens=args.max_new_tokens, do_sample=False, eos_token_id=free.stop_ids,
+                pad_token_id=free.pad_id)[0, len(ids):]
+        return len(out)
 
-        return decode(pred.tokenizer, out), len(out)
+    paths: dict[str, Callable[[str], Any]] = {} if args.skip_naive else {"naive": naive}
+    paths.update({name: p.predict for name, p in levers.items()})
+    llama = None
+    if args.llama:
+        try:
+            import llama_cpp  # noqa: F401
+        except ImportError:
+            raise SystemExit("--llama: llama-cpp-python is not installed (pip install -e '.[llama]'; it compiles "
+                             "llama.cpp, about 4 min), or pass --no-llama") from None
+        gguf = args.gguf or export_gguf(run32, args.quant, tempfile.mkdtemp(prefix="bench-latency-"))
+        llama = LlamaCpp(gguf, args.threads, n_ctx=4096)
+        print(f"llama.cpp: {gguf}", flush=True)
 
-    def predictor_path(constrained: bool, speculate: int):
-        def run(request: str) -> tuple[str, int]:
-            pred.constraint = constraint if constrained else None
-            pred.speculate = speculate
-            p = pred.predict(request)
-            return p.raw, int(p.timings["new_tokens"])
+    for request in requests[:3]:  # warm-up: first-call allocations, oneDNN's kernels for new shapes
+        for p in levers.values():
+            p.predict(request)
+        if llama is not None:
+            llama(free.encode(request), 8)
 
-        return run
-
-    cached = predictor_path(False, 0)
-    cached(requests[0])  # warm-up (first-call allocations)
-    # constrained+lookup is what Predictor does by default: the grammar, and drafts copied from the request.
-    paths = {"cached": cached, "constrained": predictor_path(True, 0), "constrained+lookup": predictor_path(True, 8)}
-    if not args.skip_naive:
-        paths = {"naive": naive, **paths}
-    times: dict[str, list[float]] = {k: [] for k in paths}
-    raws: dict[str, list[str]] = {k: [] for k in paths}
+    times: dict[str, list[float]] = {k: [] for k in [*paths, *(["llama.cpp"] if llama else [])]}
+    raws: dict[str, list[str]] = {k: [] for k in levers}
+    forwards: dict[str, list[float]] = {k: [] for k in levers}
     for i, request in enumerate(requests):
-        row = []
-        if steer is not None:
-            steer.set(len(pred.encode(request)), gold_of[request])
+        n_default = 0
         for name, fn in paths.items():
             t = time.perf_counter()
-            raw, n_new = fn(request)
-            dt = time.perf_counter() - t
-            times[name].append(dt)
-            raws[name].append(raw)
-            row.append(f"{name} {dt:5.2f}s/{n_new:2d}")
-        print(f"[{i + 1:2d}/{len(requests)}] " + "  ".join(row) + f"  {request[:50]!r}", flush=True)
-        if "naive" in raws and raws["naive"][-1] != raws["cached"][-1]:
-            print(f"    naive and cached differ:\n    {raws['naive'][-1]!r}\n    {raws['cached'][-1]!r}")
+            result = fn(request)
+            times[name].append(time.perf_counter() - t)
+            if name in levers:
+                raws[name].append(result.raw)
+                forwards[name].append(result.timings["forward_calls"])
+                if name == default:
+                    n_default = int(result.timings["new_tokens"])
+        if llama is not None:
+            ids = free.encode(request)
+            t = time.perf_counter()
+            got = llama(ids, n_default)
+            times["llama.cpp"].append(time.perf_counter() - t)
+            assert len(got) == n_default, (len(got), n_default)
+        row = "  ".join(f"{k} {v[-1]:.2f}" for k, v in times.items())
+        print(f"[{i + 1:2d}/{len(requests)}] {row}  {request[:40]!r}", flush=True)
 
-    print("\nper request (s):     p50     p95    mean")
+    print(f"\nper request, batch size 1, {args.threads} threads, {len(requests)} requests:")
+    print("| path | p50 s | p95 s | mean s | forwards | vs llama.cpp (p50) | outputs = previous path |")
+    print("|---|---|---|---|---|---|---|")
+    previous = None
+    results = {}
     for name, ts in times.items():
-        print(f"  {name:<19} {percentile(ts, 50):7.3f} {percentile(ts, 95):7.3f} {statistics.mean(ts):7.3f}")
-    if "naive" in times:
-        for other in ("cached", "constrained", "constrained+lookup"):
-            r50 = percentile(times["naive"], 50) / percentile(times[other], 50)
-            r95 = percentile(times["naive"], 95) / percentile(times[other], 95)
-            print(f"  naive/{other:<19} p50 x{r50:.1f}  p95 x{r95:.1f}")
-        same = sum(a == b for a, b in zip(raws["naive"], raws["cached"]))
-        print(f"  cached output identical to naive: {same}/{len(requests)}")
-
-    # Accuracy effect of the grammar: how many outputs parse and validate, and whether the calls change.
-    def summary(raw: str) -> tuple[list[dict], str, list[str]]:
-        calls, text, errors = read_prediction(raw, pred.tools)
-        if not raw.endswith(("<eos>", "<end_of_turn>", "<start_function_response>")):
-            errors = errors + ["truncated at --max_new_tokens"]
-        return [c.to_dict() for c in calls], text, errors
-
-    free = [summary(r) for r in raws["cached"]]
-    cons = [summary(r) for r in raws["constrained"]]
-    ok_free = sum(not e for _, _, e in free)
-    ok_cons = sum(not e for _, _, e in cons)
-    agree = sum(a[0] == b[0] and bool(a[1]) == bool(b[1]) for a, b in zip(free, cons))
-    print(f"\nvalid outputs: unconstrained {ok_free}/{len(requests)}, constrained {ok_cons}/{len(requests)}; "
-          f"same calls: {agree}/{len(requests)}")
-    for r, a, b in zip(requests, free, cons):
-        if a[:2] != b[:2]:
-            print(f"  {r[:60]!r}\n    free:        {json.dumps(a[0])} {a[1][:60]!r} {a[2][:1]}\n"
-                  f"    constrained: {json.dumps(b[0])} {b[1][:60]!r} {b[2][:1]}")
-
-    if raws["constrained+lookup"] != raws["constrained"]:
-        print("  WARNING: lookup drafts changed the constrained output")
-    for name, c, k in (("cached", None, 0), ("constrained+lookup", constraint, 8)) if steer is None else ():
-        pred.constraint, pred.speculate = c, k
-        t = time.perf_counter()
-        batch = pred.predict_batch(requests, batch_size=args.batch_size)
-        dt = time.perf_counter() - t
-        same = sum(p.raw == r for p, r in zip(batch, raws[name]))
-        print(f"batched ({name}, batch {args.batch_size}): {dt / len(requests):.3f} s per request; "
-              f"identical to one at a time: {same}/{len(requests)}")
+        p50, p95 = percentile(ts, 50), percentile(ts, 95)
+        ratio = f"{percentile(times['llama.cpp'], 50) / p50:.2f}x" if llama is not None else "-"
+        same, fw = "-", "-"
+        if name in levers:
+            fw = f"{statistics.mean(forwards[name]):.1f}"
+            if previous is not None:
+                same = f"{sum(a == b for a, b in zip(raws[name], raws[previous]))}/{len(requests)}"
+            previous = name
+        print(f"| {name} | {p50:.3f} | {p95:.3f} | {statistics.mean(ts):.3f} | {fw} | {ratio} | {same} |")
+        results[name] = {"p50_s": p50, "p95_s": p95, "mean_s": statistics.mean(ts)}
+    print("(ratio > 1: faster than llama.cpp. The grammar and bf16 may change outputs; drafts and the restricted "
+          "head must not.)")
+    if args.profile:
+        profile_one(levers[default], requests[0])
+    if args.json:
+        Path(args.json).write_text(json.dumps({"requests": len(requests), "threads": args.threads,
+                                               "paths": results}, indent=2))
     return 0
 
 

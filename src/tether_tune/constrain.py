@@ -367,6 +367,16 @@ class ToolCallConstraint:
         # Logits wider than the tokenizer (padded embedding tables): the extra ids are never allowed.
         return torch.cat([mask, torch.zeros((len(matchers), vocab_size - mask.shape[1]), dtype=torch.bool)], dim=1)
 
+    def continuation(self, matcher: Any, tokens: Sequence[int]) -> list[int] | None:
+        """``tokens`` followed by what the grammar then forces, without moving ``matcher``; ``None`` where the
+        grammar does not allow ``tokens`` next."""
+        if matcher.validate_tokens(list(tokens)) != len(tokens):
+            return None
+        ahead = matcher.deep_copy()
+        if not ahead.consume_tokens(list(tokens)) or ahead.is_stopped():
+            return list(tokens)
+        return list(tokens) + list(ahead.compute_ff_tokens())
+
     def advance(self, matcher: Any, token: int) -> list[int]:
         """Consume ``token``; return the tokens the grammar forces next (already consumed)."""
         if not matcher.consume_token(token):

@@ -28,6 +28,16 @@ START_CALL_ID = CONTROL_TOKEN_IDS[START_CALL]
 END_CALL_ID = CONTROL_TOKEN_IDS[END_CALL]
 START_RESPONSE_ID = CONTROL_TOKEN_IDS[START_RESPONSE]
 
+#: Default ``head_limit``: score only the allowed tokens when the grammar allows at most this many. Any value
+#: from a few hundred to tens of thousands gives the same split on CodeTether's tools (a choice allows at most
+#: ~100 tokens, or the whole vocabulary); the cost of scoring k rows stays well under the whole head's below it.
+HEAD_LIMIT = 4096
+
+#: What the ``--head_limit`` flags say.
+HEAD_LIMIT_HELP = ("with --constrained: where the grammar allows at most this many tokens, compute the output head "
+                   "for those alone (the same choice, for a few dot products instead of 262k); 0: the whole head "
+                   "every time")
+
 
 @dataclass
 class _Rows:
@@ -66,10 +76,12 @@ def _attention_masks(model: Any, kv_pos: Any, q_pos: Any, q_valid: Any) -> dict[
     return masks
 
 
-def _forward(model: Any, rows: _Rows, chunks: Sequence[Sequence[int]], pad_id: int, keep: int = 1) -> Any:
+def _forward(model: Any, rows: _Rows, chunks: Sequence[Sequence[int]], pad_id: int, keep: int = 1,
+             head: "Head | None" = None) -> Any:
     """Feed each row its own run of new tokens (possibly none) in one forward; return the logits after each
     row's last ``keep`` tokens, [B, keep, V]. Runs are left-padded so that every row's last token is in the
-    last column."""
+    last column. With ``head``: the decoder's (normed) hidden states there instead, [B, keep, H], for ``head``
+    to score on demand."""
     import torch
 
     width = max(1, max(len(c) for c in chunks))
@@ -87,14 +99,17 @@ def _forward(model: Any, rows: _Rows, chunks: Sequence[Sequence[int]], pad_id: i
     rows.kv_pos = torch.cat([rows.kv_pos, torch.where(q_valid, q_pos, -1)], dim=1)
     masks = _attention_masks(model, rows.kv_pos, q_pos, q_valid)
     device = model.device
-    out = model(
+    inputs = dict(
         input_ids=ids.to(device),
         position_ids=q_pos.to(device),
         attention_mask={k: v.to(device) for k, v in masks.items()},
         use_cache=True,
-        logits_to_keep=keep,  # the LM head (63% of the weights) only where a token is chosen
-        **{_cache_kwarg(model): rows.cache},
     )
+    if head is not None:
+        out = head.decoder(**inputs, **{_cache_kwarg(head.decoder): rows.cache})
+        return out.last_hidden_state[:, -keep:, :]  # [B, keep, H]
+    # The LM head (63% of the weights) only where a token is chosen.
+    out = model(**inputs, logits_to_keep=keep, **{_cache_kwarg(model): rows.cache})
     return out.logits[:, -keep:, :].float().cpu()  # [B, keep, V]
 
 
@@ -103,6 +118,84 @@ def _reject(rows: _Rows, b: int, n: int) -> None:
     if n:
         rows.kv_pos[b, -n:] = -1
         rows.next_pos[b] -= n
+
+
+class Head:
+    """The model's output head, split off its decoder: the scores of every token at a position, or of a few.
+
+    A tied 262k x 640 head is 63% of the weights a forward reads; where the grammar allows only a few tokens
+    (a tool or argument name, an enum value, a digit, a span of the request), their rows alone give the same
+    choice for a few dot products. ``limit``: the most allowed tokens scored row by row; above it (the first
+    token, free text) the whole head runs, once for all the positions still to be decided in that forward."""
+
+    def __init__(self, model: Any, limit: int):
+        import torch
+
+        self.decoder = model.get_decoder()
+        self.module = model.get_output_embeddings()
+        self.softcap = getattr(model.config, "final_logit_softcapping", None)
+        weight = self.module.weight
+        if callable(weight):  # torch.ao's dynamically quantized Linear: weight() is the int8 tensor
+            weight = weight().dequantize()
+        self.weight = weight  # [V, H]: for a tied float head, the embedding itself (no copy)
+        self.vocab_size = int(weight.shape[0])
+        self.limit = limit
+        self._torch = torch
+
+    @classmethod
+    def of(cls, model: Any, limit: int) -> "Head | None":
+        """The split head of ``model``, or ``None`` where it cannot be split (``limit`` 0, or a wrapper without
+        ``get_decoder``/``get_output_embeddings``): decoding then takes the model's own logits."""
+        if limit <= 0 or not hasattr(model, "get_decoder") or not hasattr(model, "get_output_embeddings"):
+            return None
+        if model.get_output_embeddings() is None:
+            return None
+        return cls(model, limit)
+
+    def _cap(self, logits: Any) -> Any:
+        if self.softcap is None:
+            return logits
+        return self._torch.tanh(logits / self.softcap) * self.softcap
+
+    def full(self, hidden: Any) -> Any:
+        """[..., H] -> [..., V] float: what the model's forward computes."""
+        return self._cap(self.module(hidden)).float().cpu()
+
+    def rows(self, hidden: Any, ids: Any) -> Any:
+        """[H], LongTensor [k] -> [k] float: the same scores for the tokens ``ids`` only."""
+        torch = self._torch
+        w = self.weight[ids.to(self.weight.device)]
+        return self._cap(torch.nn.functional.linear(hidden.to(w.dtype), w)).float().cpu()
+
+
+class _Scores:
+    """One row's scores after a forward, at its ``keep`` positions: given (the model's logits, [keep, V]), or
+    computed from the hidden states ([keep, H]) on demand — only at the positions decoding reaches (a rejected
+    draft ends it), and only for the allowed tokens where they are few."""
+
+    def __init__(self, logits: Any = None, hidden: Any = None, head: Head | None = None):
+        self.logits, self.hidden, self.head = logits, hidden, head
+        self.vocab_size = int(logits.shape[-1]) if logits is not None else head.vocab_size  # type: ignore[union-attr]
+        self._full: dict[int, Any] = {}
+
+    @property
+    def restricted(self) -> bool:
+        return self.head is not None
+
+    def full(self, i: int) -> Any:
+        """[V] at position ``i``. Split: the whole head runs once, for ``i`` and every later position."""
+        if self.logits is not None:
+            return self.logits[i]
+        if i not in self._full:
+            for j, row in enumerate(self.head.full(self.hidden[i:]), start=i):  # type: ignore[union-attr]
+                self._full[j] = row
+        return self._full[i]
+
+    def rows(self, i: int, ids: Any) -> Any:
+        """[k] at position ``i``, for the tokens ``ids`` only."""
+        if i in self._full:
+            return self._full[i][ids]
+        return self.head.rows(self.hidden[i], ids)  # type: ignore[union-attr]
 
 
 def lookup_draft(context: Sequence[int], source: Sequence[int], k: int, max_ngram: int = 3, min_ngram: int = 2) -> list[int]:
@@ -121,6 +214,42 @@ def lookup_draft(context: Sequence[int], source: Sequence[int], k: int, max_ngra
             if list(source[i : i + n]) == tail:
                 return list(source[i + n : i + n + k])
     return []
+
+
+class Outputs:
+    """Drafts from earlier answers: turns repeat what earlier turns said (the same refusal word for word,
+    ``call:list_tasks{status:<escape>``, ``<escape>,message:<escape>``). An index of the n-grams of the last
+    answers (n = 2, 3; the start of the turn counts as a token), each mapped to the tokens that followed it the
+    last time. Drafts only save forwards: each is verified, so what earlier requests said never changes an
+    answer. Bounded: the oldest n-grams go first."""
+
+    START = -1  # the start of a turn, so that a turn's first token has a bigram of its own
+    K = 16  # tokens kept after each n-gram
+
+    def __init__(self, max_ngrams: int = 50_000):
+        from collections import OrderedDict
+
+        self.index: "OrderedDict[tuple[int, ...], tuple[int, ...]]" = OrderedDict()
+        self.max_ngrams = max_ngrams
+
+    def add(self, ids: Sequence[int]) -> None:
+        seq = [self.START, *ids]
+        for n in (2, 3):
+            for i in range(len(seq) - n):
+                key = tuple(seq[i : i + n])
+                self.index[key] = tuple(seq[i + n : i + n + self.K])
+                self.index.move_to_end(key)
+        while len(self.index) > self.max_ngrams:
+            self.index.popitem(last=False)
+
+    def draft(self, out: Sequence[int], k: int) -> list[int]:
+        """What followed the last 3 (else 2) tokens of ``out`` (the turn so far) the last time; [] if unseen."""
+        seq = [self.START, *out[-3:]] if len(out) < 3 else list(out[-3:])
+        for n in (3, 2):
+            hit = self.index.get(tuple(seq[-n:])) if len(seq) >= n else None
+            if hit:
+                return list(hit[:k])
+        return []
 
 
 def _cache_kwarg(model: Any) -> str:
@@ -185,8 +314,9 @@ class _Greedy:
     def __init__(self, suffixes: Sequence[Sequence[int]], stop_ids: Sequence[int], max_new_tokens: int | Sequence[int],
                  constraint: Any, speculate: int, sources: Sequence[Sequence[int]] | None,
                  requests: Sequence[str] | None = None, call_bias: float = 0.0, next_call_bias: float = 0.0,
-                 sampling: Sequence[Sampling | None] | None = None):
+                 sampling: Sequence[Sampling | None] | None = None, outputs: Outputs | None = None):
         B = len(suffixes)
+        self.outputs = outputs
         self.call_bias, self.next_call_bias = call_bias, next_call_bias
         self.stop, self.speculate = set(stop_ids), speculate
         self.limits = [max_new_tokens] * B if isinstance(max_new_tokens, int) else list(max_new_tokens)
@@ -200,6 +330,11 @@ class _Greedy:
         self.sources = sources or [[] for _ in range(B)]
         self.pending: list[list[int]] = [list(s) for s in suffixes]  # decided, not yet fed to the model
         self.drafts: list[list[int]] = [[] for _ in range(B)]  # guessed, fed along to be verified
+        if speculate:
+            # The call draft: most turns are calls, so the first forward also feeds <start_function_call> and
+            # what the grammar forces after it; when the model calls, its tool-name choice comes in that forward.
+            self.drafts = [c.continuation(m, [START_CALL_ID]) or [] if c is not None else []
+                           for c, m in zip(self.constraints, self.matchers)]
 
     def say(self, b: int, tokens: list[int], n_forced: int) -> list[int]:
         """Append decided tokens to row b; return those still to be fed to the model ([] when the row ends)."""
@@ -211,46 +346,70 @@ class _Greedy:
                 return []
         return tokens
 
-    def choose(self, b: int, logits: Any) -> tuple[int, list[int]]:
-        """Greedy's token at one position (under the grammar), and the tokens the grammar forces after it. At the
-        first position, ``call_bias`` is added to the score of ``<start_function_call>`` (call or words); right
-        after a ``<end_function_call>``, ``next_call_bias`` is (another call, or the end of the calls)."""
+    def choose(self, b: int, scores: _Scores, i: int) -> tuple[int, list[int]]:
+        """Greedy's token at position ``i`` (under the grammar), and the tokens the grammar forces after it. At
+        the first position, ``call_bias`` is added to the score of ``<start_function_call>`` (call or words);
+        right after a ``<end_function_call>``, ``next_call_bias`` is (another call, or the end of the calls).
+        Where the grammar allows at most the head's ``limit`` tokens, only their scores are computed: the same
+        choice (masked tokens are never chosen), for a few dot products."""
         bias = self.call_bias if not self.out[b] else self.next_call_bias if self.out[b][-1] == END_CALL_ID else 0.0
-        if bias:
-            logits = logits.clone()
-            logits[START_CALL_ID] += bias
         constraint, matcher = self.constraints[b], self.matchers[b]
-        if constraint is not None:
-            allowed = constraint.allowed([matcher], logits.shape[-1])[0]
-            logits = logits.masked_fill(~allowed, float("-inf"))
         sampling = self.sampling[b]
-        token = int(logits.argmax()) if sampling is None else _sample(logits, sampling)
+        allowed = constraint.allowed([matcher], scores.vocab_size)[0] if constraint is not None else None
+        ids = None
+        if allowed is not None and scores.restricted and int(allowed.sum()) <= scores.head.limit:  # type: ignore[union-attr]
+            ids = allowed.nonzero()[:, 0]  # ascending: argmax breaks ties as the full argmax does
+            logits = scores.rows(i, ids)
+            if bias:
+                logits = logits + bias * (ids == START_CALL_ID).to(logits.dtype)
+        else:
+            logits = scores.full(i)
+            if bias:
+                logits = logits.clone()
+                logits[START_CALL_ID] += bias
+            if allowed is not None:
+                logits = logits.masked_fill(~allowed, float("-inf"))
+        pick = int(logits.argmax()) if sampling is None else _sample(logits, sampling)
+        token = pick if ids is None else int(ids[pick])
         if constraint is None:
             return token, []
         return token, constraint.advance(matcher, token)
 
-    def step(self, b: int, rows: _Rows, logits: Any, keep: int) -> None:
-        """Row b after a forward: verify its drafts one by one against greedy's choices (``logits`` [keep, V]),
-        decide the next tokens, and look up new drafts."""
+    def step(self, b: int, rows: _Rows, scores: _Scores, keep: int) -> None:
+        """Row b after a forward: verify its drafts one by one against greedy's choices (``scores`` at ``keep``
+        positions), decide the next tokens, and look up new drafts. A draft may run through tokens the grammar
+        forces (the call draft does): those that match are already in the cache too."""
         draft, self.pending[b], self.drafts[b] = self.drafts[b], [], []
-        j = keep - 1 - len(draft)  # the logits after the last pending token
-        for i in range(len(draft) + 1):
-            token, after = self.choose(b, logits[j + i])
-            if i < len(draft) and token == draft[i]:  # greedy's own choice: already in the cache
-                self.accepted[b] += 1
-                self.say(b, [token], 0)
+        j = keep - 1 - len(draft)  # the position after the last pending token
+        i = 0  # draft tokens verified (they are in the cache)
+        while True:
+            token, after = self.choose(b, scores, j + i)
+            if i >= len(draft) or token != draft[i]:  # a fresh choice: the drafts from here on were wrong
+                _reject(rows, b, len(draft) - i)
+                self.pending[b] = self.say(b, [token] + after, len(after))
+                break
+            self.accepted[b] += 1  # greedy's own choice: already in the cache
+            i += 1
+            self.say(b, [token], 0)
+            if self.done[b] or not after:
                 if self.done[b]:
                     break
-                if after:  # forced tokens follow: they go in next; the drafts after this one do not
-                    _reject(rows, b, len(draft) - i - 1)
-                    self.pending[b] = self.say(b, after, len(after))
-                    break
                 continue
-            _reject(rows, b, len(draft) - i)  # a fresh choice: the drafts from here on were wrong
-            self.pending[b] = self.say(b, [token] + after, len(after))
-            break
+            m = 0  # forced tokens follow: those the draft guessed are in the cache as well
+            while m < len(after) and i + m < len(draft) and draft[i + m] == after[m]:
+                m += 1
+            self.say(b, after, len(after))
+            if self.done[b]:
+                break
+            if m < len(after):  # the other forced tokens go in next; the drafts after them do not
+                _reject(rows, b, len(draft) - i - m)
+                self.pending[b] = after[m:]
+                break
+            i += m
         if not self.done[b] and self.speculate:
-            self.drafts[b] = lookup_draft(self.out[b], self.sources[b], self.speculate)
+            self.drafts[b] = lookup_draft(self.out[b], self.sources[b], self.speculate, min_ngram=1)
+            if not self.drafts[b] and self.outputs is not None:
+                self.drafts[b] = self.outputs.draft(self.out[b], self.speculate)
 
 
 def _sample(logits: Any, sampling: Sampling) -> int:
@@ -281,6 +440,8 @@ def decode_greedy(
     next_call_bias: float = 0.0,
     sampling: Sequence[Sampling | None] | None = None,
     on_tokens: Callable[[int, list[int]], None] | None = None,
+    head_limit: int = 0,
+    outputs: Outputs | None = None,
 ) -> list[Decoded]:
     """Greedy decoding of each suffix after the shared prefix, all rows in one batch.
 
@@ -303,29 +464,41 @@ def decode_greedy(
     forward (streaming); a stop token is the last it gets.
 
     ``constraint`` may also be one constraint per row (rows that differ in tool choice share a batch).
+
+    ``head_limit`` > 0 (with a constraint): where the grammar allows at most that many tokens, only their rows
+    of the output head are computed (:class:`Head`); the choices are the same. 0: the model's full logits.
+
+    ``outputs`` (with ``speculate``): earlier answers to draft from where the request has nothing to copy
+    (:class:`Outputs`); this decoding's answers are added to it.
     """
     import torch
 
     B = len(suffixes)
     g = _Greedy(suffixes, stop_ids, max_new_tokens, constraint, speculate, sources, requests, call_bias,
-                next_call_bias, sampling)
+                next_call_bias, sampling, outputs if speculate else None)
     reported = [0] * B
     calls, t_prefill = 0, None
+    has_constraint = any(c is not None for c in g.constraints)
+    head = Head.of(model, head_limit) if has_constraint else None
     with torch.inference_mode():
         t0 = time.perf_counter()
         rows = prefix.rows(B)
         while not all(g.done):
             keep = 1 + max(len(d) for d in g.drafts)
-            logits = _forward(model, rows, [g.pending[b] + g.drafts[b] for b in range(B)], pad_id, keep)  # [B, keep, V]
+            out = _forward(model, rows, [g.pending[b] + g.drafts[b] for b in range(B)], pad_id, keep, head)
             calls += 1
             t_prefill = time.perf_counter() - t0 if t_prefill is None else t_prefill
             for b in range(B):
                 if not g.done[b]:
-                    g.step(b, rows, logits[b], keep)
+                    scores = _Scores(hidden=out[b], head=head) if head is not None else _Scores(logits=out[b])
+                    g.step(b, rows, scores, keep)
                     if on_tokens is not None and len(g.out[b]) > reported[b]:
                         on_tokens(b, g.out[b][reported[b]:])
                         reported[b] = len(g.out[b])
         total = time.perf_counter() - t0
+    if g.outputs is not None:
+        for ids in g.out:
+            g.outputs.add(ids)
     stats = {"prefill_s": t_prefill or 0.0, "decode_s": total - (t_prefill or 0.0), "forward_calls": float(calls)}
     return [
         Decoded(ids, {**stats, "new_tokens": float(len(ids)), "forced_tokens": float(n), "draft_tokens": float(a)})

@@ -23,7 +23,14 @@ from typing import Any, Mapping, Sequence
 
 from .calibrate import CALL_BIAS_HELP, NEXT_CALL_BIAS_HELP
 from .config import ConfigError, print_config
-from .decoding import PrefixCache, decode_greedy, lookup_draft  # noqa: F401  (part of this module's API)
+from .decoding import (  # noqa: F401  (part of this module's API)
+    HEAD_LIMIT,
+    HEAD_LIMIT_HELP,
+    Outputs,
+    PrefixCache,
+    decode_greedy,
+    lookup_draft,
+)
 from .errors import DataError
 from .format import CONTROL_TOKEN_IDS, Call, prefix_segments
 from .modeling import DTYPE_HELP, check_dtype, check_model_arg
@@ -88,9 +95,12 @@ class Predictor:
         grounded: bool = True,
         call_bias: float = 0.0,
         next_call_bias: float = 0.0,
+        head_limit: int = HEAD_LIMIT,
     ):
         from .tokenizer import encode_segments, stop_token_ids
 
+        self.head_limit = head_limit
+        self.outputs = Outputs()  # earlier answers, drafted from (with speculate)
         self.call_bias, self.next_call_bias = call_bias, next_call_bias
         self.model = model
         self.tokenizer = tokenizer
@@ -125,6 +135,7 @@ class Predictor:
         grounded: bool = True,
         call_bias: float | None = None,
         next_call_bias: float | None = None,
+        head_limit: int = HEAD_LIMIT,
     ) -> "Predictor":
         """``model``: a training output directory (its base model with the LoRA merged in, its tokenizer, tools and
         developer text: ``rundir.load_run``), a model directory, a hub name, a ``.gguf`` or the offline preset.
@@ -132,16 +143,17 @@ class Predictor:
         ``speculate``: draft tokens copied from the request per forward (0: off); the output does not change.
         ``grounded`` (with ``constrained``): ids, names and free text only from the request.
         ``call_bias``: added to the call token's first score (``calibrate.py``); ``None``: the run's calibrated
-        value (0 for a plain model). ``next_call_bias``: the same after each call (another call or the end)."""
+        value (0 for a plain model). ``next_call_bias``: the same after each call (another call or the end).
+        ``head_limit``: the output head only for the allowed tokens when at most this many (0: always whole)."""
         from .rundir import load_run
 
         return cls.from_run(load_run(model, tools=tools, dtype=dtype, device=device), constrained, max_new_tokens,
-                            speculate, grounded, call_bias, next_call_bias)
+                            speculate, grounded, call_bias, next_call_bias, head_limit)
 
     @classmethod
     def from_run(cls, run: Any, constrained: bool = True, max_new_tokens: int = 128, speculate: int = 8,
                  grounded: bool = True, call_bias: float | None = None,
-                 next_call_bias: float | None = None) -> "Predictor":
+                 next_call_bias: float | None = None, head_limit: int = HEAD_LIMIT) -> "Predictor":
         """A predictor over an already loaded ``rundir.LoadedRun`` (several decodings share one loaded model).
         ``call_bias``, ``next_call_bias`` ``None``: the run's calibrated biases."""
         if call_bias is None:
@@ -149,7 +161,7 @@ class Predictor:
         if next_call_bias is None:
             next_call_bias = (run.info.next_call_bias if run.info is not None else None) or 0.0
         return cls(run.model, run.tokenizer, run.tools, run.developer, constrained, max_new_tokens, run.base_model,
-                   speculate, grounded, call_bias, next_call_bias)
+                   speculate, grounded, call_bias, next_call_bias, head_limit)
 
     def encode(self, request: str) -> list[int]:
         """The full prompt's ids for ``request`` (what the uncached path would feed the model)."""
@@ -197,6 +209,8 @@ class Predictor:
                 [requests[i] for i in idx],  # what a grounded grammar is built from
                 self.call_bias,
                 self.next_call_bias,
+                head_limit=self.head_limit,
+                outputs=self.outputs,
             )
             for i, d in zip(idx, decoded):
                 raw = decode(self.tokenizer, d.ids)
@@ -238,6 +252,7 @@ class PredictConfig:
     speculate: int = field(
         default=8, metadata={"help": "draft tokens copied from the request, verified per forward (0: off; same output)"}
     )
+    head_limit: int = field(default=HEAD_LIMIT, metadata={"help": HEAD_LIMIT_HELP})
     batch_size: int = field(default=8, metadata={"help": "requests decoded together over the prefix cache"})
     device: str = field(default="auto", metadata={"help": "auto, cpu, cuda, ..."})
     dtype: str = field(default="auto", metadata={"help": DTYPE_HELP})
@@ -254,6 +269,8 @@ class PredictConfig:
             raise ConfigError(f"--max_new_tokens {self.max_new_tokens}: must be at least 1")
         if self.speculate < 0:
             raise ConfigError(f"--speculate {self.speculate}: must be 0 (off) or more")
+        if self.head_limit < 0:
+            raise ConfigError(f"--head_limit {self.head_limit}: must be 0 (off) or more")
         if self.batch_size < 1:
             raise ConfigError(f"--batch_size {self.batch_size}: must be at least 1")
 
@@ -287,7 +304,7 @@ def run_predict(cfg: PredictConfig) -> int:
     t0 = time.perf_counter()
     predictor = Predictor.load(
         cfg.model_path, cfg.tools, cfg.device, cfg.dtype, cfg.constrained, cfg.max_new_tokens, cfg.speculate,
-        cfg.grounded, cfg.call_bias, cfg.next_call_bias
+        cfg.grounded, cfg.call_bias, cfg.next_call_bias, cfg.head_limit
     )
     _log(f"loaded {cfg.model_path} in {time.perf_counter() - t0:.1f} s (prefix: {len(predictor.prefix.ids)} tokens)")
     predictions = predictor.predict_batch([r for _, r in items], batch_size=cfg.batch_size)

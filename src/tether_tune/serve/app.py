@@ -26,6 +26,7 @@ from starlette.exceptions import HTTPException
 
 from ..calibrate import CALL_BIAS_HELP, NEXT_CALL_BIAS_HELP
 from ..config import ConfigError, print_config
+from ..decoding import HEAD_LIMIT, HEAD_LIMIT_HELP
 from ..modeling import DTYPE_HELP, check_dtype, check_model_arg
 from ..tools import TOOLS_HELP
 from .engine import DeltaReader, Engine, Job, Outcome, tool_call_json
@@ -58,6 +59,7 @@ class ServeConfig:
     call_bias: float | None = field(default=None, metadata={"help": CALL_BIAS_HELP})
     next_call_bias: float | None = field(default=None, metadata={"help": NEXT_CALL_BIAS_HELP})
     speculate: int = field(default=8, metadata={"help": "draft tokens copied from the request per forward (0: off)"})
+    head_limit: int = field(default=HEAD_LIMIT, metadata={"help": HEAD_LIMIT_HELP})
     max_batch_size: int = field(default=8, metadata={"help": "requests decoded together at most"})
     batch_wait_ms: float = field(default=5.0, metadata={
         "help": "how long the first request of a batch waits for others (requests arriving while a batch decodes "
@@ -83,8 +85,8 @@ class ServeConfig:
         if self.default_max_tokens > self.max_tokens_limit:
             raise ConfigError(f"--default_max_tokens {self.default_max_tokens} is above --max_tokens_limit "
                               f"{self.max_tokens_limit}")
-        if self.speculate < 0 or self.batch_wait_ms < 0:
-            raise ConfigError("--speculate and --batch_wait_ms: must be 0 or more")
+        if self.speculate < 0 or self.batch_wait_ms < 0 or self.head_limit < 0:
+            raise ConfigError("--speculate, --head_limit and --batch_wait_ms: must be 0 or more")
         if self.log_level not in ("debug", "info", "warning", "error"):
             raise ConfigError(f"--log_level {self.log_level!r}: debug, info, warning or error")
 
@@ -344,7 +346,7 @@ def run_serve(cfg: ServeConfig) -> int:
         log.warning("listening on %s without --api_key: anyone who can reach this port can use the model", cfg.host)
     run = load_run(cfg.model_path, tools=cfg.tools, dtype=cfg.dtype, device=cfg.device)
     engine = Engine(run, cfg.constrained, cfg.grounded, cfg.speculate, cfg.max_batch_size, cfg.batch_wait_ms / 1000,
-                    cfg.max_queue, cfg.cache_size, cfg.call_bias, cfg.next_call_bias)
+                    cfg.max_queue, cfg.cache_size, cfg.call_bias, cfg.next_call_bias, head_limit=cfg.head_limit)
     name = cfg.served_model_name or os.path.basename(os.path.normpath(cfg.model_path))
     app = create_app(engine, name, cfg.api_key, cfg.max_tokens_limit, cfg.default_max_tokens, cfg.max_body_bytes)
     log.info("serving %s as %r on http://%s:%d/v1", cfg.model_path, name, cfg.host, cfg.port)

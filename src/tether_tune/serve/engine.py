@@ -25,7 +25,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Sequence
 
-from ..decoding import END_CALL_ID, START_CALL_ID, PrefixCache, Sampling, decode_greedy
+from ..decoding import END_CALL_ID, HEAD_LIMIT, START_CALL_ID, Outputs, PrefixCache, Sampling, decode_greedy
 from ..errors import TetherTuneError
 from ..format import CONTROL_TOKEN_IDS, Call, developer_turn_end, render_conversation_segments
 from ..predict import read_prediction
@@ -95,7 +95,7 @@ class Engine:
     def __init__(self, run: Any, constrained: bool = True, grounded: bool = True, speculate: int = 8,
                  max_batch: int = 8, batch_wait_s: float = 0.005, max_queue: int = 64, cache_size: int = 8,
                  call_bias: float | None = None, next_call_bias: float | None = None,
-                 on_batch: Callable[[int], None] | None = None):
+                 on_batch: Callable[[int], None] | None = None, head_limit: int = HEAD_LIMIT):
         from ..tokenizer import stop_token_ids
 
         self.model, self.tokenizer = run.model, run.tokenizer
@@ -105,6 +105,8 @@ class Engine:
         self.next_call_bias = (next_call_bias if next_call_bias is not None
                                else (info.next_call_bias if info else None) or 0.0)
         self.constrained, self.grounded, self.speculate = constrained, grounded, speculate
+        self.head_limit = head_limit
+        self.outputs = Outputs()  # earlier answers to draft from (all tool sets: drafts are verified)
         self.max_batch, self.batch_wait_s, self.max_queue = max_batch, batch_wait_s, max_queue
         self.on_batch = on_batch
         self.stop_ids = stop_token_ids(self.tokenizer)
@@ -261,7 +263,8 @@ class Engine:
                 self.model, prefix, [j.suffix for j in jobs], self.stop_ids, [j.max_new_tokens for j in jobs],
                 [j.constraint for j in jobs], self.pad_id, self.speculate,
                 [[t for t in j.suffix if t not in _CONTROL_IDS] for j in jobs], [j.ground for j in jobs],
-                self.call_bias, self.next_call_bias, [j.sampling for j in jobs], on_tokens)
+                self.call_bias, self.next_call_bias, [j.sampling for j in jobs], on_tokens, self.head_limit,
+                self.outputs)
             seconds = time.perf_counter() - t0
             for job, d in zip(jobs, decoded):
                 with self._tok_lock:
