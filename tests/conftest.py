@@ -9,6 +9,9 @@ from pathlib import Path
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
+# `--dtype auto` means fp32 in the tests, whatever the CPU: they compare decodings exactly (test_fast_path checks
+# bf16 itself, and that auto picks it where the CPU computes in bf16).
+os.environ["TETHER_TUNE_INFERENCE_DTYPE"] = "float32"
 
 import pytest  # noqa: E402
 

@@ -176,3 +176,16 @@ def test_prefix_cache_of_restricted_decoding_is_untouched(base: Predictor) -> No
     before = [layer.keys.clone() for layer in base.prefix.cache.layers]
     variant(base, head_limit=4096, call_bias=30.0).predict(REQUESTS[0])
     assert all(torch.equal(a, layer.keys) for a, layer in zip(before, base.prefix.cache.layers))
+
+
+def test_auto_dtype_for_inference(monkeypatch: pytest.MonkeyPatch) -> None:
+    from tether_tune.config import ConfigError
+    from tether_tune.modeling import inference_dtype
+
+    assert inference_dtype("float32", "cpu") == "float32" and inference_dtype("bfloat16", "cpu") == "bfloat16"
+    monkeypatch.delenv("TETHER_TUNE_INFERENCE_DTYPE", raising=False)
+    native = torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    assert inference_dtype("auto", "cpu") == ("bfloat16" if native else "float32")
+    monkeypatch.setenv("TETHER_TUNE_INFERENCE_DTYPE", "float16")
+    with pytest.raises(ConfigError, match="overflow"):
+        inference_dtype("auto", "cpu")

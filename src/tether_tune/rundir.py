@@ -181,9 +181,11 @@ class LoadedRun:
 def load_run(path: str | os.PathLike, tools: str | os.PathLike | Sequence[Mapping[str, Any]] | None = None,
              dtype: str = "auto", device: str = "auto", merge: bool = True) -> LoadedRun:
     """Load a run directory (base model + adapter, merged unless ``merge=False``; its own tokenizer, tools and
-    developer text) or any other model argument (``modeling.resolve_model``) with the given or default tools."""
-    from .modeling import load_model_and_tokenizer
+    developer text) or any other model argument (``modeling.resolve_model``) with the given or default tools.
+    ``dtype`` ``auto``: ``modeling.inference_dtype`` (bf16 where the hardware computes in it)."""
+    from .modeling import inference_dtype, load_model_and_tokenizer
 
+    dtype = inference_dtype(dtype, device)
     name = os.fspath(path)
     run = Path(name).expanduser()
     info = read_run_info(run) if run.is_dir() else None
