@@ -88,16 +88,22 @@ def export_gguf(run: Any, quant: str, directory: str) -> str:
 
 
 def profile_one(pred: Any, request: str) -> None:
-    """Where one request's milliseconds go, by torch operator (the default path)."""
+    """Where one request's milliseconds go (the default path): decoding's own regions (the first forward is the
+    prefill: the request's tokens after the cached developer turn), then the torch operators."""
     from torch.profiler import ProfilerActivity, profile
 
     pred.predict(request)
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         out = pred.predict(request)
-    print(f"\nprofile of one request ({out.timings['total_s'] * 1000:.0f} ms, "
-          f"{out.timings['forward_calls']:.0f} forwards, {out.timings['new_tokens']:.0f} tokens of which "
-          f"{out.timings['forced_tokens']:.0f} forced and {out.timings['draft_tokens']:.0f} drafted): {request!r}")
-    print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=15))
+    t = out.timings
+    print(f"\nprofile of one request: {t['total_s'] * 1000:.0f} ms, {t['forward_calls']:.0f} forwards "
+          f"(prefill {t['prefill_s'] * 1000:.0f} ms), {t['new_tokens']:.0f} tokens of which {t['forced_tokens']:.0f} "
+          f"forced by the grammar and {t['draft_tokens']:.0f} drafted: {request!r}")
+    regions = [e for e in prof.key_averages() if e.key.startswith("tether::")]
+    print("| region | ms | calls |\n|---|---:|---:|")
+    for e in sorted(regions, key=lambda e: -e.cpu_time_total):
+        print(f"| {e.key[len('tether::'):]} | {e.cpu_time_total / 1000:.1f} | {e.count} |")
+    print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=12))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -39,6 +39,14 @@ HEAD_LIMIT_HELP = ("with --constrained: where the grammar allows at most this ma
                    "every time")
 
 
+def _region(name: str) -> Any:
+    """A named region for ``torch.profiler`` (``tether::forward``, ``::head``, ``::grammar``: where a request's time
+    goes, ``benchmarks/bench_latency.py --profile``); a few microseconds when no profiler runs."""
+    import torch
+
+    return torch.profiler.record_function(f"tether::{name}")
+
+
 @dataclass
 class _Rows:
     """The KV cache of a batch and, per row, the position of each cache slot (``-1``: padding)."""
@@ -106,10 +114,12 @@ def _forward(model: Any, rows: _Rows, chunks: Sequence[Sequence[int]], pad_id: i
         use_cache=True,
     )
     if head is not None:
-        out = head.decoder(**inputs, **{_cache_kwarg(head.decoder): rows.cache})
+        with _region("forward"):
+            out = head.decoder(**inputs, **{_cache_kwarg(head.decoder): rows.cache})
         return out.last_hidden_state[:, -keep:, :]  # [B, keep, H]
     # The LM head (63% of the weights) only where a token is chosen.
-    out = model(**inputs, logits_to_keep=keep, **{_cache_kwarg(model): rows.cache})
+    with _region("forward+head"):
+        out = model(**inputs, logits_to_keep=keep, **{_cache_kwarg(model): rows.cache})
     return out.logits[:, -keep:, :].float().cpu()  # [B, keep, V]
 
 
@@ -159,13 +169,15 @@ class Head:
 
     def full(self, hidden: Any) -> Any:
         """[..., H] -> [..., V] float: what the model's forward computes."""
-        return self._cap(self.module(hidden)).float().cpu()
+        with _region("head"):
+            return self._cap(self.module(hidden)).float().cpu()
 
     def rows(self, hidden: Any, ids: Any) -> Any:
         """[H], LongTensor [k] -> [k] float: the same scores for the tokens ``ids`` only."""
         torch = self._torch
-        w = self.weight[ids.to(self.weight.device)]
-        return self._cap(torch.nn.functional.linear(hidden.to(w.dtype), w)).float().cpu()
+        with _region("head rows"):
+            w = self.weight[ids.to(self.weight.device)]
+            return self._cap(torch.nn.functional.linear(hidden.to(w.dtype), w)).float().cpu()
 
 
 class _Scores:
@@ -326,7 +338,8 @@ class _Greedy:
         requests = requests or [None] * B  # type: ignore[list-item]
         # One constraint for all rows, or one per row (None: that row is free).
         self.constraints = list(constraint) if isinstance(constraint, (list, tuple)) else [constraint] * B
-        self.matchers = [c.matcher(r) if c is not None else None for c, r in zip(self.constraints, requests)]
+        with _region("grammar"):  # a grounded grammar is compiled per request (a few ms), then cached
+            self.matchers = [c.matcher(r) if c is not None else None for c, r in zip(self.constraints, requests)]
         self.sources = sources or [[] for _ in range(B)]
         self.pending: list[list[int]] = [list(s) for s in suffixes]  # decided, not yet fed to the model
         self.drafts: list[list[int]] = [[] for _ in range(B)]  # guessed, fed along to be verified
@@ -355,7 +368,8 @@ class _Greedy:
         bias = self.call_bias if not self.out[b] else self.next_call_bias if self.out[b][-1] == END_CALL_ID else 0.0
         constraint, matcher = self.constraints[b], self.matchers[b]
         sampling = self.sampling[b]
-        allowed = constraint.allowed([matcher], scores.vocab_size)[0] if constraint is not None else None
+        with _region("grammar"):
+            allowed = constraint.allowed([matcher], scores.vocab_size)[0] if constraint is not None else None
         ids = None
         if allowed is not None and scores.restricted and int(allowed.sum()) <= scores.head.limit:  # type: ignore[union-attr]
             ids = allowed.nonzero()[:, 0]  # ascending: argmax breaks ties as the full argmax does
@@ -373,7 +387,8 @@ class _Greedy:
         token = pick if ids is None else int(ids[pick])
         if constraint is None:
             return token, []
-        return token, constraint.advance(matcher, token)
+        with _region("grammar"):
+            return token, constraint.advance(matcher, token)
 
     def step(self, b: int, rows: _Rows, scores: _Scores, keep: int) -> None:
         """Row b after a forward: verify its drafts one by one against greedy's choices (``scores`` at ``keep``
