@@ -116,8 +116,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2, help="torch and llama.cpp threads")
     parser.add_argument("--max_new_tokens", type=int, default=128)
     parser.add_argument("--skip_naive", action="store_true", help="leave out plain generate (the slowest path)")
-    parser.add_argument("--llama", action=argparse.BooleanOptionalAction, default=True,
-                        help="time llama.cpp too (needs the llama extra: pip install -e '.[llama]')")
+    parser.add_argument("--llama", action=argparse.BooleanOptionalAction, default=None,
+                        help="time llama.cpp too (the llama extra: pip install -e '.[llama]'); default: when installed")
     parser.add_argument("--gguf", default=None,
                         help="the GGUF llama.cpp runs (default: --model_path exported with --quant into a temp dir)")
     parser.add_argument("--quant", default="q8_0", choices=["f16", "q8_0"], help="for the default --gguf")
@@ -169,13 +169,20 @@ def main(argv: list[str] | None = None) -> int:
     paths: dict[str, Callable[[str], Any]] = {} if args.skip_naive else {"naive": naive}
     paths.update({name: p.predict for name, p in levers.items()})
     llama = None
-    if args.llama:
-        try:
-            import llama_cpp  # noqa: F401
-        except ImportError:
-            raise SystemExit("--llama: llama-cpp-python is not installed (pip install -e '.[llama]'; it compiles "
-                             "llama.cpp, about 4 min), or pass --no-llama") from None
-        gguf = args.gguf or export_gguf(run32, args.quant, tempfile.mkdtemp(prefix="bench-latency-"))
+    try:
+        import llama_cpp  # noqa: F401
+
+        installed = True
+    except ImportError:
+        installed = False
+    if args.llama and not installed:
+        raise SystemExit("--llama: llama-cpp-python is not installed (pip install -e '.[llama]'; it compiles "
+                         "llama.cpp, about 4 min), or pass --no-llama")
+    if args.llama is None and not installed:
+        print("llama.cpp: not installed (pip install -e '.[llama]'), its row is left out", flush=True)
+    if args.llama or (args.llama is None and installed):
+        workdir = tempfile.TemporaryDirectory(prefix="bench-latency-")  # removed when the process ends
+        gguf = args.gguf or export_gguf(run32, args.quant, workdir.name)
         llama = LlamaCpp(gguf, args.threads, n_ctx=4096)
         print(f"llama.cpp: {gguf}", flush=True)
 

@@ -3,8 +3,9 @@
 - the weights: the reloaded ``model.safetensors`` equal the run's merged weights (the largest difference);
 - the chat template: ``AutoTokenizer.apply_chat_template(messages, tools=..., add_generation_prompt=True,
   tokenize=False)`` equals our renderer on every prompt of the test file;
-- greedy outputs: ``AutoModelForCausalLM.generate`` on those prompts (fp32, no grammar) equals our predictor's
-  unconstrained greedy output on the adapter run, example by example, with the exact-call accuracy of both.
+- greedy outputs: ``AutoModelForCausalLM.generate`` on those prompts (fp32) equals our predictor's plain greedy
+  output on the adapter run (no grammar, no calibrated call bias: generate has neither), example by example, with
+  the exact-call accuracy of both.
 
     python scripts/check_export_hf.py --model_path runs/main/model            # the held-out split (README)
     python scripts/check_export_hf.py --model_path runs/main/model --limit 5  # a quick look
@@ -75,7 +76,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         max_diff = max(float((theirs[k].float() - v.float()).abs().max()) for k, v in ours_sd.items() if k in theirs)
         missing = sorted(set(ours_sd) - set(theirs))
 
-        predictor = Predictor.from_run(run, constrained=False, max_new_tokens=args.max_new_tokens)
+        # Plain greedy on both sides: no grammar, and no calibrated call bias (generate knows neither).
+        predictor = Predictor.from_run(run, constrained=False, max_new_tokens=args.max_new_tokens, call_bias=0.0,
+                                       next_call_bias=0.0)
         stops = stop_token_ids(tok)
         rows = []
         for ex in tqdm(examples, desc="hf export vs ours", unit="ex", file=sys.stderr):
