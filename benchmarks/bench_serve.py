@@ -24,7 +24,7 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_latency import REQUESTS  # noqa: E402  (the same requests as the latency benchmark)
+from bench_latency import test_requests  # noqa: E402  (the latency benchmark's requests: the held-out split)
 
 
 def free_port() -> int:
@@ -81,11 +81,13 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model_path", default="runs/main/model", help="a run directory or model to serve")
     ap.add_argument("--clients", type=int, default=8, help="concurrent clients")
-    ap.add_argument("--rounds", type=int, default=2, help="how many times the 12 requests are sent")
+    ap.add_argument("--n", type=int, default=12, help="how many requests of the run's held-out split (the first n)")
+    ap.add_argument("--test_file", default=None, help="JSONL with an \"input\" per line (default: the run's held-out split)")
+    ap.add_argument("--rounds", type=int, default=2, help="how many times the n requests are sent")
     ap.add_argument("--log_dir", default="/tmp", help="where the servers' logs go")
     args = ap.parse_args()
 
-    requests = REQUESTS * args.rounds
+    requests = test_requests(args.model_path, args.test_file, args.n) * args.rounds
     rows = []
     modes = [("batched (8)", ["--max_batch_size", "8"]),
              ("batched (8), no drafts", ["--max_batch_size", "8", "--speculate", "0"]),
