@@ -27,9 +27,12 @@ from tether_tune.config import atomic_write_text
 from tether_tune.data import read_examples
 from tether_tune.export import export_hf
 from tether_tune.format import render_prompt, request_messages
-from tether_tune.predict import Predictor, read_prediction
+from tether_tune.predict import Predictor
 from tether_tune.rundir import load_run
 from tether_tune.scoring import score
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from check_gguf_llama import answer  # noqa: E402  (what a caller acts on: the same comparison as llama.cpp's)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -42,11 +45,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--report", default=None,
                    help="the JSON report (default: MODEL_PATH/../hf_check.json); the export goes to a temp dir")
     return p
-
-
-def answer(raw: str, tools: Sequence[dict]) -> tuple[list[dict], bool]:
-    calls, text, _ = read_prediction(raw, tools)
-    return [c.to_dict() for c in calls], bool(text)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

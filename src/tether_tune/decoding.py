@@ -406,9 +406,9 @@ class _Greedy:
             self.accepted[b] += 1  # greedy's own choice: already in the cache
             i += 1
             self.say(b, [token], 0)
-            if self.done[b] or not after:
-                if self.done[b]:
-                    break
+            if self.done[b]:
+                break
+            if not after:
                 continue
             m = 0  # forced tokens follow: those the draft guessed are in the cache as well
             while m < len(after) and i + m < len(draft) and draft[i + m] == after[m]:

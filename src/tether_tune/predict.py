@@ -228,16 +228,10 @@ class Predictor:
 
 
 @dataclass
-class PredictConfig:
-    """Turn requests into CodeTether tool calls; prints one JSON object per request."""
+class ModelOptions:
+    """The model and decoding flags of every command that predicts (``predict``, ``run``): one definition, one
+    check, one way to load the predictor they describe."""
 
-    request: list[str] = field(
-        default_factory=list, metadata={"help": "the request(s) to answer", "positional": True}
-    )
-    input_file: str | None = field(
-        default=None,
-        metadata={"help": 'JSONL of requests: a string, or an object with "request", "input" or "query" a line'},
-    )
     model_path: str = field(
         default="./finetuned_model", metadata={"help": "training output dir (adapter), model dir, .gguf or preset"}
     )
@@ -253,9 +247,39 @@ class PredictConfig:
         default=8, metadata={"help": "draft tokens copied from the request, verified per forward (0: off; same output)"}
     )
     head_limit: int = field(default=HEAD_LIMIT, metadata={"help": HEAD_LIMIT_HELP})
-    batch_size: int = field(default=8, metadata={"help": "requests decoded together over the prefix cache"})
     device: str = field(default="auto", metadata={"help": "auto, cpu, cuda, ..."})
     dtype: str = field(default="auto", metadata={"help": DTYPE_HELP})
+
+    def validate_model(self, check_model: bool = True) -> None:
+        """The flags' own checks; ``check_model`` False: the model is not used (no model argument to check)."""
+        if check_model:
+            check_model_arg("--model_path", self.model_path)
+            check_dtype(self.dtype)
+        if self.max_new_tokens < 1:
+            raise ConfigError(f"--max_new_tokens {self.max_new_tokens}: must be at least 1")
+        if self.speculate < 0:
+            raise ConfigError(f"--speculate {self.speculate}: must be 0 (off) or more")
+        if self.head_limit < 0:
+            raise ConfigError(f"--head_limit {self.head_limit}: must be 0 (off) or more")
+
+    def load_predictor(self) -> "Predictor":
+        return Predictor.load(self.model_path, self.tools, self.device, self.dtype, self.constrained,
+                              self.max_new_tokens, self.speculate, self.grounded, self.call_bias, self.next_call_bias,
+                              self.head_limit)
+
+
+@dataclass
+class PredictConfig(ModelOptions):
+    """Turn requests into CodeTether tool calls; prints one JSON object per request."""
+
+    request: list[str] = field(
+        default_factory=list, metadata={"help": "the request(s) to answer", "positional": True}
+    )
+    input_file: str | None = field(
+        default=None,
+        metadata={"help": 'JSONL of requests: a string, or an object with "request", "input" or "query" a line'},
+    )
+    batch_size: int = field(default=8, metadata={"help": "requests decoded together over the prefix cache"})
     show_raw: bool = field(default=False, metadata={"help": "also print the raw model turn (control tokens kept)"})
 
     def validate(self) -> None:
@@ -263,14 +287,7 @@ class PredictConfig:
             raise ConfigError("REQUEST: give at least one request, or --input_file")
         if self.input_file and not Path(self.input_file).is_file():
             raise ConfigError(f"--input_file {self.input_file}: no such file")
-        check_model_arg("--model_path", self.model_path)
-        check_dtype(self.dtype)
-        if self.max_new_tokens < 1:
-            raise ConfigError(f"--max_new_tokens {self.max_new_tokens}: must be at least 1")
-        if self.speculate < 0:
-            raise ConfigError(f"--speculate {self.speculate}: must be 0 (off) or more")
-        if self.head_limit < 0:
-            raise ConfigError(f"--head_limit {self.head_limit}: must be 0 (off) or more")
+        self.validate_model()
         if self.batch_size < 1:
             raise ConfigError(f"--batch_size {self.batch_size}: must be at least 1")
 
@@ -302,10 +319,7 @@ def run_predict(cfg: PredictConfig) -> int:
     if cfg.input_file:
         items += read_requests(cfg.input_file)
     t0 = time.perf_counter()
-    predictor = Predictor.load(
-        cfg.model_path, cfg.tools, cfg.device, cfg.dtype, cfg.constrained, cfg.max_new_tokens, cfg.speculate,
-        cfg.grounded, cfg.call_bias, cfg.next_call_bias, cfg.head_limit
-    )
+    predictor = cfg.load_predictor()
     _log(f"loaded {cfg.model_path} in {time.perf_counter() - t0:.1f} s (prefix: {len(predictor.prefix.ids)} tokens)")
     predictions = predictor.predict_batch([r for _, r in items], batch_size=cfg.batch_size)
     for (rid, _), pred in zip(items, predictions):

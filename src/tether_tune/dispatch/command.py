@@ -18,19 +18,18 @@ from dataclasses import field as dc_field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from ..calibrate import CALL_BIAS_HELP, NEXT_CALL_BIAS_HELP
 from ..config import ConfigError, print_config, say
 from ..errors import DataError, ServerError, ToolCallError
 from ..format import Call
-from ..modeling import DTYPE_HELP, check_dtype, check_model_arg
-from ..tools import TOOLS_HELP, load_tools, validate_call
+from ..predict import ModelOptions
+from ..tools import load_tools, validate_call
 from .client import DEFAULT_SERVER, DEFAULT_TIMEOUT_S, CodeTetherClient, rpc_url
 from .execute import CallResult, dispatch_calls, dry_run_requests
 from .show import describe_call, describe_result
 
 
 @dataclass
-class RunConfig:
+class RunConfig(ModelOptions):
     """Turn a request into CodeTether calls and carry them out on a server (a dry run unless --execute)."""
 
     request: str | None = dc_field(default=None, metadata={"help": "what to do, in words", "positional": True})
@@ -43,17 +42,6 @@ class RunConfig:
     calls: str | None = dc_field(default=None, metadata={
         "help": "carry out these calls instead of predicting: a JSON file, what `tether-tune predict` printed "
                 '(an object with "calls") or a list of {"name", "arguments"}'})
-    model_path: str = dc_field(default="./finetuned_model", metadata={
-        "help": "training output dir (adapter), model dir, .gguf or preset"})
-    tools: str | None = dc_field(default=None, metadata={"help": TOOLS_HELP + " (or those of the run in --model_path)"})
-    constrained: bool = dc_field(default=True, metadata={"help": "decode under the tool schema: never an invalid call"})
-    grounded: bool = dc_field(default=True, metadata={
-        "help": "with --constrained: ids, names and free text only from the request"})
-    call_bias: float | None = dc_field(default=None, metadata={"help": CALL_BIAS_HELP})
-    next_call_bias: float | None = dc_field(default=None, metadata={"help": NEXT_CALL_BIAS_HELP})
-    max_new_tokens: int = dc_field(default=128, metadata={"help": "stop after this many new tokens"})
-    device: str = dc_field(default="auto", metadata={"help": "auto, cpu, cuda, ..."})
-    dtype: str = dc_field(default="auto", metadata={"help": DTYPE_HELP})
     timeout: float = dc_field(default=DEFAULT_TIMEOUT_S, metadata={"help": "seconds to wait for each server answer"})
 
     def validate(self) -> None:
@@ -63,17 +51,13 @@ class RunConfig:
             raise ConfigError("REQUEST and --calls: give one of them (--calls replaces the model's prediction)")
         if self.calls and (not Path(self.calls).exists() or Path(self.calls).is_dir()):
             raise ConfigError(f"--calls {self.calls}: no such file")
-        if not self.calls:
-            check_model_arg("--model_path", self.model_path)
-            check_dtype(self.dtype)
+        self.validate_model(check_model=not self.calls)  # --calls: no model is loaded
         try:
             rpc_url(self.server)
         except ServerError as err:
             raise ConfigError(str(err)) from None
         if self.timeout <= 0:
             raise ConfigError(f"--timeout {self.timeout}: must be more than 0 seconds")
-        if self.max_new_tokens < 1:
-            raise ConfigError(f"--max_new_tokens {self.max_new_tokens}: must be at least 1")
 
 
 def read_calls(path: str | Path) -> list[Call]:
@@ -100,12 +84,8 @@ def predict_calls(cfg: RunConfig) -> tuple[list[Call], str, list[dict[str, Any]]
     if cfg.calls:
         tools = load_tools(cfg.tools)
         return read_calls(cfg.calls), "", tools
-    from ..predict import Predictor
-
     t0 = time.perf_counter()
-    predictor = Predictor.load(cfg.model_path, tools=cfg.tools, device=cfg.device, dtype=cfg.dtype,
-                               constrained=cfg.constrained, max_new_tokens=cfg.max_new_tokens, grounded=cfg.grounded,
-                               call_bias=cfg.call_bias, next_call_bias=cfg.next_call_bias)
+    predictor = cfg.load_predictor()
     prediction = predictor.predict(cfg.request or "")
     say(f"[tether-tune] predicted in {time.perf_counter() - t0:.1f} s (model load included)")
     for error in prediction.errors:
