@@ -174,6 +174,34 @@ def test_shared_prefix_loss_equals_the_full_loss(tiny_model_dir, files, tools):
     assert torch.allclose(g0, g1, atol=1e-5) and g0.abs().max() > 0
 
 
+def test_prefix_without_gradient_keeps_the_loss_and_drops_only_the_prefix_path(tiny_model_dir, files, tools):
+    """--no-prefix_grad: the same loss as the full sequences; a gradient that is not the full one (the path through
+    the developer turn's keys and values is left out) but points the same way."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
+    model = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0, init_lora_weights=False,
+                                             target_modules=["q_proj", "k_proj", "v_proj", "o_proj"]))
+    examples, _ = read_examples(files[0])
+    rows = [{"input_ids": e.input_ids, "labels": e.labels, "prefix_len": e.prefix_len}
+            for e in (encode_example(tok, ex, tools) for ex in examples[:5])]
+    results = []
+    for share, prefix_grad in ((False, True), (True, False)):
+        model.zero_grad()
+        batch = PadCollator(tok.pad_token_id, share_prefix=share)(rows)
+        loss, _ = supervised_loss(model, batch, prefix_grad=prefix_grad)
+        loss.backward()
+        grads = torch.cat([p.grad.flatten() for p in model.parameters() if p.requires_grad])
+        results.append((loss.detach(), grads))
+    (full_loss, full), (loss, partial) = results
+    assert torch.allclose(full_loss, loss, atol=1e-5)
+    assert not torch.allclose(full, partial, atol=1e-4)
+    assert partial.abs().max() > 0
+    assert torch.nn.functional.cosine_similarity(full, partial, dim=0) > 0.5
+
+
 def test_decision_weight_weighs_exactly_the_decision_tokens(tiny_model_dir, tools):
     """The first token of the model turn and the token after each <end_function_call> get --decision_weight;
     the loss is then the weighted cross-entropy of the full logits, in both loss paths; weight 1 is the plain loss."""
