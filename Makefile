@@ -44,7 +44,7 @@ test-export: setup
 main: setup
 	PATH="$(abspath $(BIN)):$$PATH" bash scripts/main_job.sh
 
-# The longer recipe (3 epochs instead of 2, about 35 minutes here): better on validation (README, ablation).
+# The longer recipe (3 epochs instead of 2, about 32 minutes here): better on validation (README, ablation).
 main-long: setup
 	RUN=runs/main-long EPOCHS=3 PATH="$(abspath $(BIN)):$$PATH" bash scripts/main_job.sh
 

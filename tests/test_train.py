@@ -145,7 +145,8 @@ def test_show_example_marks_exactly_the_model_turn(tiny_model_dir, files, capsys
     assert out.rstrip().endswith("<end_function_call><start_function_response>⟧")
 
 
-def test_shared_prefix_loss_equals_the_full_loss(tiny_model_dir, files, tools):
+def _lora_batch(tiny_model_dir, files, tools):
+    """The tiny model with random LoRA weights, its tokenizer, and five training examples encoded."""
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -154,21 +155,26 @@ def test_shared_prefix_loss_equals_the_full_loss(tiny_model_dir, files, tools):
     model = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0, init_lora_weights=False,
                                              target_modules=["q_proj", "k_proj", "v_proj", "o_proj"]))
     examples, _ = read_examples(files[0])
-    enc = [encode_example(tok, ex, tools) for ex in examples[:5]]
+    return model, tok, [encode_example(tok, ex, tools) for ex in examples[:5]]
+
+
+def _loss_and_grads(model, tok, enc, share: bool, prefix_grad: bool = True):
+    """(loss, supervised tokens, every trainable parameter's gradient flattened) of one step on ``enc``."""
     rows = [{"input_ids": e.input_ids, "labels": e.labels, "prefix_len": e.prefix_len} for e in enc]
+    model.zero_grad()
+    batch = PadCollator(tok.pad_token_id, share_prefix=share)(rows)
+    assert ("prefix_ids" in batch) == share
+    loss, n = supervised_loss(model, batch, prefix_grad=prefix_grad)
+    loss.backward()
+    return loss.detach(), n, torch.cat([p.grad.flatten() for p in model.parameters() if p.requires_grad])
+
+
+def test_shared_prefix_loss_equals_the_full_loss(tiny_model_dir, files, tools):
+    model, tok, enc = _lora_batch(tiny_model_dir, files, tools)
     assert len({len(e.input_ids) for e in enc}) > 1  # different lengths: padding is exercised
     # The prefix is longer than the tiny model's sliding window, so the sliding layers are exercised too.
     assert enc[0].prefix_len > model.config.sliding_window
-    results = []
-    for share in (False, True):
-        model.zero_grad()
-        batch = PadCollator(tok.pad_token_id, share_prefix=share)(rows)
-        assert ("prefix_ids" in batch) == share
-        loss, n = supervised_loss(model, batch)
-        loss.backward()
-        grads = torch.cat([p.grad.flatten() for p in model.parameters() if p.requires_grad])
-        results.append((loss.detach(), n, grads))
-    (l0, n0, g0), (l1, n1, g1) = results
+    (l0, n0, g0), (l1, n1, g1) = (_loss_and_grads(model, tok, enc, share) for share in (False, True))
     assert n0 == n1 == sum(e.n_supervised for e in enc)
     assert torch.allclose(l0, l1, atol=1e-5)
     assert torch.allclose(g0, g1, atol=1e-5) and g0.abs().max() > 0
@@ -177,25 +183,9 @@ def test_shared_prefix_loss_equals_the_full_loss(tiny_model_dir, files, tools):
 def test_prefix_without_gradient_keeps_the_loss_and_drops_only_the_prefix_path(tiny_model_dir, files, tools):
     """--no-prefix_grad: the same loss as the full sequences; a gradient that is not the full one (the path through
     the developer turn's keys and values is left out) but points the same way."""
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
-    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
-    model = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0, init_lora_weights=False,
-                                             target_modules=["q_proj", "k_proj", "v_proj", "o_proj"]))
-    examples, _ = read_examples(files[0])
-    rows = [{"input_ids": e.input_ids, "labels": e.labels, "prefix_len": e.prefix_len}
-            for e in (encode_example(tok, ex, tools) for ex in examples[:5])]
-    results = []
-    for share, prefix_grad in ((False, True), (True, False)):
-        model.zero_grad()
-        batch = PadCollator(tok.pad_token_id, share_prefix=share)(rows)
-        loss, _ = supervised_loss(model, batch, prefix_grad=prefix_grad)
-        loss.backward()
-        grads = torch.cat([p.grad.flatten() for p in model.parameters() if p.requires_grad])
-        results.append((loss.detach(), grads))
-    (full_loss, full), (loss, partial) = results
+    model, tok, enc = _lora_batch(tiny_model_dir, files, tools)
+    full_loss, _, full = _loss_and_grads(model, tok, enc, share=False)
+    loss, _, partial = _loss_and_grads(model, tok, enc, share=True, prefix_grad=False)
     assert torch.allclose(full_loss, loss, atol=1e-5)
     assert not torch.allclose(full, partial, atol=1e-4)
     assert partial.abs().max() > 0

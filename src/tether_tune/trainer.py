@@ -149,8 +149,8 @@ def shared_prefix_loss(model: Any, batch: dict[str, Any], num_items: Any = None,
 
     With ``prefix_grad=False`` the developer turn runs without gradient: the loss is the same number, but the
     gradient leaves out the path through the developer turn's keys and values (the adapters still learn from every
-    supervised token, with the developer turn as the current weights compute it). At batch 8 the developer turn is
-    more than half a step's tokens, and its backward pass about two thirds of that: a step is about 1.5x faster.
+    supervised token, with the developer turn as the current weights compute it). Measured on the main job's data at
+    batch 8: 7% less training time, the same validation accuracy (README, ablation).
 
     Under DistributedDataParallel the prefix runs through the wrapped module (``model.module``) and only the
     second forward goes through the DDP wrapper: DDP then sees one forward per backward, as it expects, and its
