@@ -192,6 +192,67 @@ def test_prefix_without_gradient_keeps_the_loss_and_drops_only_the_prefix_path(t
     assert torch.nn.functional.cosine_similarity(full, partial, dim=0) > 0.5
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_row_cross_entropy_equals_torch_s(dtype):
+    """RowCrossEntropy: F.cross_entropy's per-row values and gradients (weighted rows, a row count that is not a
+    multiple of the chunk), in the logits' own dtype."""
+    import torch.nn.functional as F
+
+    from tether_tune.trainer import RowCrossEntropy
+
+    g = torch.Generator().manual_seed(0)
+    n, v = RowCrossEntropy.CHUNK * 2 + 5, 1000
+    logits = (torch.randn(n, v, generator=g) * 4).to(dtype)
+    targets = torch.randint(0, v, (n,), generator=g)
+    weights = torch.rand(n, generator=g) + 0.5
+    a = logits.clone().requires_grad_()
+    b = logits.clone().requires_grad_()
+    ref = F.cross_entropy(a.float(), targets, reduction="none")
+    ours = RowCrossEntropy.apply(b, targets)
+    (ref * weights).sum().backward()
+    (ours * weights).sum().backward()
+    assert ours.dtype == torch.float32 and b.grad.dtype == dtype
+    assert torch.allclose(ref, ours, atol=1e-5)
+    tol = 1e-6 if dtype == torch.float32 else 1e-2
+    assert torch.allclose(a.grad.float(), b.grad.float(), atol=tol)
+    assert torch.equal(b.detach(), logits)  # the saved logits are not overwritten
+
+
+def test_sparse_trainable_tokens_give_peft_s_outputs_and_gradients(tiny_model_dir, files, tools):
+    """The row-only forward of the trainable-token layers (embedding and tied head) computes what PEFT's does: the
+    same loss and the same gradient for every trainable parameter, the token rows included, on a batch whose
+    prompt and answers contain trained tokens."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from tether_tune.format import TOOL_AND_TURN_TOKENS
+    from tether_tune.train import trainable_token_ids
+    from tether_tune.trainer import sparse_trainable_tokens
+
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
+    token_ids = trainable_token_ids(tok, list(TOOL_AND_TURN_TOKENS))
+    model = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0, init_lora_weights=False,
+                                             target_modules=["q_proj", "k_proj", "v_proj", "o_proj"],
+                                             trainable_token_indices=token_ids))
+    with torch.no_grad():  # trained rows that differ from the base rows, so a missed swap shows
+        for name, p in model.named_parameters():
+            if "trainable_tokens_delta" in name:
+                p.add_(torch.randn_like(p))
+    examples, _ = read_examples(files[0])
+    enc = [encode_example(tok, ex, tools) for ex in examples[:5]]
+    assert any(t in token_ids for t in enc[0].input_ids[enc[0].prefix_len:])  # answers hold trained tokens
+    ref = [_loss_and_grads(model, tok, enc, share) for share in (False, True)]
+    assert sparse_trainable_tokens(model) == 2  # the embedding and the tied head
+    for share, (l0, n0, g0) in zip((False, True), ref):
+        l1, n1, g1 = _loss_and_grads(model, tok, enc, share)
+        assert n0 == n1
+        assert torch.allclose(l0, l1, atol=1e-5)
+        assert torch.allclose(g0, g1, atol=1e-5) and g0.abs().max() > 0
+    rows = [p.grad for n, p in model.named_parameters() if "trainable_tokens_delta" in n]
+    assert rows and all(r.abs().max() > 0 for r in rows)
+
+
 def test_decision_weight_weighs_exactly_the_decision_tokens(tiny_model_dir, tools):
     """The first token of the model turn and the token after each <end_function_call> get --decision_weight;
     the loss is then the weighted cross-entropy of the full logits, in both loss paths; weight 1 is the plain loss."""

@@ -273,6 +273,8 @@ def add_lora(cfg: TrainConfig, model: Any, tokenizer: Any) -> Any:
     """LoRA on ``--lora_target_modules``, plus the embedding rows of ``--trainable_tokens`` (tied head)."""
     from peft import LoraConfig, get_peft_model
 
+    from .trainer import sparse_trainable_tokens
+
     token_ids = trainable_token_ids(tokenizer, cfg.trainable_tokens)
     lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
                       target_modules=list(cfg.lora_target_modules), task_type="CAUSAL_LM",
@@ -281,6 +283,7 @@ def add_lora(cfg: TrainConfig, model: Any, tokenizer: Any) -> Any:
         model = get_peft_model(model, lora)
     except ValueError as err:  # PEFT's words for a target module the model does not have
         raise ConfigError(f"--lora_target_modules {' '.join(cfg.lora_target_modules)}: {err}") from None
+    sparse_trainable_tokens(model)
     trainable, total = model.get_nb_trainable_parameters()
     say(f"LoRA: {trainable:,} trainable of {total:,} parameters ({trainable / total:.2%})")
     return model
