@@ -9,6 +9,16 @@
 - ours: logits-only plus the shared developer turn computed once per batch (the default in `tether-tune train`).
 
 Prints the median seconds per step of each and the ratios. The losses are printed too: all three must agree.
+
+    python benchmarks/bench_train_step.py --levers              # the main job's step, each lever in turn
+
+With ``--levers``, the step the main job takes (bf16 frozen base, LoRA r16 on q/k/v/o plus the tool and turn token
+rows, bf16 autocast, batch 8, shared developer turn without gradient), from the path before each of the step's
+levers to ours, each keeping the ones above it:
+- before: PEFT's trainable-token layers, ``F.cross_entropy``, the developer turn through the whole model;
+- + the developer turn through the decoder alone (no output head: it has no loss);
+- + trainable-token rows only (``trainer.sparse_trainable_tokens``);
+- + ``trainer.RowCrossEntropy`` = ours (``trainer.supervised_loss``, what training runs).
 """
 
 from __future__ import annotations
@@ -70,9 +80,13 @@ def main() -> int:
     ap.add_argument("--bf16", action="store_true", help="also time ours under bf16 autocast (what --bf16 training "
                     "does: fp32 master weights, bf16 matmuls; AMX on recent Xeons)")
     ap.add_argument("--skip_naive", action="store_true", help="leave out the (slow) naive variant")
+    ap.add_argument("--levers", action="store_true", help="time the main job's step lever by lever instead "
+                    "(batch 8 by default; see above)")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.levers:
+        return levers(args)
 
     from peft import LoraConfig, get_peft_model
 
@@ -125,6 +139,82 @@ def main() -> int:
     if "ours+bf16" in med:
         print(f"ratio ours/ours+bf16:    {med['ours'] / med['ours+bf16']:.2f}x")
     print(f"ratio logits-only/ours:  {med['logits-only'] / med['ours']:.2f}x")
+    return 0
+
+
+def previous_loss(model, batch, prefix_head: bool, torch_ce: bool):
+    """``trainer.shared_prefix_loss`` without gradient through the prefix, as it was before the step's levers:
+    the prefix through the whole model (``prefix_head``) and the loss by ``F.cross_entropy`` (``torch_ce``)."""
+    from tether_tune import trainer as T
+
+    prefix, ids, mask = batch["prefix_ids"], batch["input_ids"], batch["attention_mask"]
+    (b, s), p = ids.shape, prefix.shape[1]
+    with torch.no_grad():
+        if prefix_head:
+            cache = model(input_ids=prefix, attention_mask=torch.ones_like(prefix), use_cache=True, logits_to_keep=1).cache
+        else:
+            cache = model.get_decoder()(input_ids=prefix, attention_mask=torch.ones_like(prefix), use_cache=True).cache
+    for layer in cache.layers:
+        layer.keys, layer.values = layer.keys.expand(b, -1, -1, -1), layer.values.expand(b, -1, -1, -1)
+    full_mask = torch.cat([torch.ones((b, p), dtype=mask.dtype), mask], dim=1)
+    positions = torch.arange(p, p + s).unsqueeze(0).expand(b, s)
+    keep, targets = T._next_token_keep(batch["labels"])
+    logits = model(input_ids=ids, attention_mask=full_mask, position_ids=positions, cache=cache, use_cache=True,
+                   logits_to_keep=keep).logits
+    if torch_ce:
+        return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), targets)
+    return T.RowCrossEntropy.apply(logits.reshape(-1, logits.shape[-1]), targets).mean()
+
+
+def levers(args) -> int:
+    """The main job's training step, lever by lever, on one batch, in one process (see the module docstring)."""
+    from tether_tune import trainer as T
+    from tether_tune.modeling import load_model_and_tokenizer, resolve_model
+    from tether_tune.train import TrainConfig, add_lora
+
+    batch_size = args.batch_size if args.batch_size != 4 else 8
+    torch.manual_seed(0)
+    model, tok = load_model_and_tokenizer(resolve_model(args.model), dtype="bfloat16", device="cpu")
+    model = add_lora(TrainConfig(train_file="-", output_dir="-", lora_dropout=0.0), model, tok)  # rows: sparse
+    model.train()
+    rows_layers = [m for m in model.modules() if "forward" in vars(m)]  # the trainable-token layers add_lora patched
+    tools = load_tools(ROOT / "codetether_tools.json")
+    enc = [encode_example(tok, ex, tools) for ex in batch_examples(batch_size)]
+    batch = PadCollator(tok.pad_token_id, share_prefix=True)(
+        [{"input_ids": e.input_ids, "labels": e.labels, "prefix_len": e.prefix_len} for e in enc])
+    print(f"batch: {batch_size} examples, prefix {enc[0].prefix_len} tokens, {tuple(batch['input_ids'].shape)} "
+          f"after it, {sum(e.n_supervised for e in enc)} supervised; torch threads {torch.get_num_threads()}")
+
+    def peft_rows(on: bool):  # PEFT's own forward for the trainable-token layers (or ours)
+        for m in rows_layers:
+            if on:
+                vars(m).pop("forward", None)
+            else:
+                T.sparse_trainable_tokens(m)
+
+    variants = {
+        "before": (True, lambda: previous_loss(model, batch, prefix_head=True, torch_ce=True)),
+        "+ prefix without head": (True, lambda: previous_loss(model, batch, prefix_head=False, torch_ce=True)),
+        "+ token rows only": (False, lambda: previous_loss(model, batch, prefix_head=False, torch_ce=True)),
+        "+ row cross-entropy (ours)": (False, lambda: T.supervised_loss(model, batch, prefix_grad=False)[0]),
+    }
+    times: dict[str, list[float]] = {k: [] for k in variants}
+    losses: dict[str, float] = {}
+    for rep in range(args.repeats + 1):  # interleaved; the first round warms up
+        for name, (peft, step) in variants.items():
+            peft_rows(peft)
+            model.zero_grad(set_to_none=True)
+            t = time.perf_counter()
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                loss = step()
+            loss.backward()
+            if rep:
+                times[name].append(time.perf_counter() - t)
+            losses[name] = loss.item()
+    med = {k: statistics.median(v) for k, v in times.items()}
+    first = med["before"]
+    for name in variants:
+        print(f"{name:>28}: {med[name]:6.2f} s/step  {first / med[name]:5.2f}x  (loss {losses[name]:.4f})")
     return 0
 
 
