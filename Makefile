@@ -44,9 +44,10 @@ test-export: setup
 main: setup
 	PATH="$(abspath $(BIN)):$$PATH" bash scripts/main_job.sh
 
-# The longer recipe (3 epochs instead of 2, about 32 minutes here): better on validation (README, ablation).
+# The longer recipe: 5 epochs instead of 3 (37 minutes here, over the 30-minute budget; README: 67.9% vs 51.8%
+# exact on the hand-written set).
 main-long: setup
-	RUN=runs/main-long EPOCHS=3 PATH="$(abspath $(BIN)):$$PATH" bash scripts/main_job.sh
+	RUN=runs/main-long EPOCHS=5 PATH="$(abspath $(BIN)):$$PATH" bash scripts/main_job.sh
 
 bench: setup
 	$(BIN)/python benchmarks/bench_train_step.py
