@@ -85,10 +85,10 @@ class RowCrossEntropy(torch.autograd.Function):
     computed a few rows at a time in fp32 from logits kept in their own dtype.
 
     ``F.cross_entropy`` on (N, 262k) logits materialises an fp32 copy, the log-softmax, a zero-filled gradient of
-    the same size and the bf16 copy of it back: at batch 8 on the real 270M that was 1.9 s of a 4 s step on this
-    machine's memory bandwidth. Here the forward keeps only the log-sum-exp per row, and the backward writes the
-    gradient, softmax minus one-hot, straight into a tensor of the logits' dtype. Tested equal to
-    ``F.cross_entropy``, values and gradients, in fp32 and bf16."""
+    the same size and the bf16 copy of it back. Measured on the main job's step (batch 8, the real 270M, 2 cores;
+    ``benchmarks/bench_train_step.py --levers``): 2.55 s -> 2.27 s. Here the forward keeps only the log-sum-exp per
+    row, and the backward writes the gradient, softmax minus one-hot, straight into a tensor of the logits' dtype.
+    Tested equal to ``F.cross_entropy``, values and gradients, in fp32 and bf16."""
 
     CHUNK = 8  # rows per fp32 buffer, reused (8 x 262k x 4 bytes = 8 MiB)
 
@@ -182,8 +182,9 @@ def shared_prefix_loss(model: Any, batch: dict[str, Any], num_items: Any = None,
     """The same loss as :func:`supervised_loss` on the full sequences, computing the shared prefix once.
 
     The developer turn (P ≈ 675 tokens with the 8 declarations) is run once, with gradient, through the decoder
-    alone (no output head: it has no loss) into a KV cache of shape (1, heads, P, head_dim) per layer; the cache is broadcast to the batch (no copy) and each example's own
-    tokens (S ≈ 40) attend to it. A batch of B costs P + B·S tokens instead of B·(P + S). The prefix carries no
+    alone (no output head: it has no loss; 3.76 s -> 2.90 s a step) into a KV cache of shape (1, heads, P,
+    head_dim) per layer; the cache is broadcast to the batch (no copy) and each example's own tokens (S ≈ 40)
+    attend to it. A batch of B costs P + B·S tokens instead of B·(P + S). The prefix carries no
     loss, and the gradient still flows into it through the cache.
 
     With ``prefix_grad=False`` the developer turn runs without gradient: the loss is the same number, but the
@@ -228,10 +229,10 @@ def sparse_trainable_tokens(model: Any) -> int:
 
     PEFT 0.21's ``TrainableTokensLayer`` builds the whole matrix with the trained rows in it (an ``index_copy`` of
     the 262k x 640 embedding) on every forward, for the embedding and again for the tied output head; at the head
-    that matrix then needs a gradient, a 262k x 640 product per step for a few dozen rows. Measured at batch 8 on
-    the real 270M: a quarter of a training step. Here the embedding looks up the base rows and swaps in the
-    trained ones where an id is a trained token, and the head scores the base rows and overwrites the trained
-    tokens' scores with those of their trained rows: the same outputs (tested), gradients only for the rows. The
+    that matrix then needs a gradient, a 262k x 640 product per step for a few dozen rows. Measured on the main
+    job's step (``benchmarks/bench_train_step.py --levers``): 2.90 s -> 2.55 s. Here the embedding looks up the base
+    rows and swaps in the trained ones where an id is a trained token, and the head scores the base rows and
+    overwrites the trained tokens' scores with those of their trained rows: the same outputs (tested), gradients only for the rows. The
     adapter's parameters, saving, loading and merging are PEFT's own; merged or disabled layers, and more than one
     active adapter, take PEFT's forward."""
     from functools import partial
