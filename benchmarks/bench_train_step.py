@@ -72,7 +72,7 @@ def naive_loss(model, rows, pad_id: int, length: int):
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="gemma-3-270m-offline", help="model dir, .gguf or the offline preset")
-    ap.add_argument("--batch_size", type=int, default=4, help="examples per step")
+    ap.add_argument("--batch_size", type=int, default=None, help="examples per step (default 4; 8 with --levers, the main job's batch)")
     ap.add_argument("--naive_length", type=int, default=1024, help="fixed padded length of the naive step")
     ap.add_argument("--repeats", type=int, default=3, help="timed steps per variant (after one warm-up)")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default). Use 1 when another "
@@ -87,6 +87,7 @@ def main() -> int:
         torch.set_num_threads(args.threads)
     if args.levers:
         return levers(args)
+    args.batch_size = args.batch_size or 4
 
     from peft import LoraConfig, get_peft_model
 
@@ -172,7 +173,7 @@ def levers(args) -> int:
     from tether_tune.modeling import load_model_and_tokenizer, resolve_model
     from tether_tune.train import TrainConfig, add_lora
 
-    batch_size = args.batch_size if args.batch_size != 4 else 8
+    batch_size = args.batch_size or 8
     torch.manual_seed(0)
     model, tok = load_model_and_tokenizer(resolve_model(args.model), dtype="bfloat16", device="cpu")
     model = add_lora(TrainConfig(train_file="-", output_dir="-", lora_dropout=0.0), model, tok)  # rows: sparse

@@ -2,7 +2,8 @@
 # An issue-9 experiment: train one recipe, then score it on a validation split, grounded and calibrated. The
 # recipe is the previous main job's (batch 16, 2 epochs, fp32 base, LoRA dropout 0.05), which the README's
 # ablation rows were trained with; TRAIN_ARGS overrides it (the flags given last win), e.g. the main job's now:
-# "--dtype bfloat16 --lora_dropout 0 --batch_size 8 --no-prefix_grad". Validation chooses between recipes; the test sets are only for the recipe chosen.
+# "--dtype bfloat16 --lora_dropout 0 --batch_size 8 --epochs 3 --no-prefix_grad". Validation chooses between
+# recipes; the test sets are only for the recipe chosen.
 #   RUN        where the experiment lands (default runs/experiment)
 #   DATA       a directory with codetether.{train,val}.jsonl to reuse (default: generate into $RUN/data)
 #   GEN_ARGS   generate_dataset.py counts when DATA is not given (default: the main job's mix)
