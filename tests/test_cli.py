@@ -209,3 +209,22 @@ def test_root_scripts_from_another_directory(tmp_path):
     bad = _script(str(ROOT / "finetune.py"), "--evaluate", "--dtype", "fp16", "--predictions", "p.jsonl",
                   "--test_file", str(ROOT / "training_examples.jsonl"), cwd=tmp_path)
     assert bad.returncode == 2 and "finetune.py --evaluate: error: " in bad.stderr and "Traceback" not in bad.stderr
+
+
+@pytest.mark.parametrize("command", sorted(cli.COMMANDS))
+def test_every_command_explains_every_flag(capsys, command):
+    """``--help`` prints every flag with its help (argparse %-formats help texts: a stray ``%`` breaks it)."""
+    try:
+        cli.main([command, "--help"])
+    except SystemExit as exc:
+        assert exc.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage:") and "--help" in out and len(out.splitlines()) > 3
+
+
+def test_finetune_py_help_lists_training_and_evaluation_flags():
+    for extra in ([], ["--evaluate"]):
+        out = subprocess.run([sys.executable, str(ROOT / "finetune.py"), *extra, "--help"], capture_output=True,
+                             text=True, timeout=120)
+        assert out.returncode == 0, out.stderr
+        assert "--model_path" in out.stdout if extra else "--learning_rate" in out.stdout

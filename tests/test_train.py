@@ -346,3 +346,83 @@ def test_bf16_mixed_precision_trains_in_bf16_and_saves_fp32(tiny_model_dir, file
 
     weights = load_file(str(out / "adapter_model.safetensors"))
     assert weights and all(t.dtype == torch.float32 for t in weights.values())
+
+
+def test_the_shared_prefix_loss_runs_the_shared_prefix_attention_in_every_layer(tiny_model_dir, files, tools,
+                                                                                 monkeypatch):
+    """The equality above is then the shared-prefix attention's (not SDPA's, which it falls back to)."""
+    from tether_tune import trainer
+
+    calls = []
+    core = trainer._shared_prefix_attention_core
+    monkeypatch.setattr(trainer, "_shared_prefix_attention_core", lambda *a: calls.append(a[0].shape) or core(*a))
+    model, tok, enc = _lora_batch(tiny_model_dir, files, tools)
+    _loss_and_grads(model, tok, enc, share=True)
+    assert len(calls) == model.config.num_hidden_layers
+    assert model.config._attn_implementation == "sdpa"  # the model's own setting is back
+
+
+def test_shared_prefix_attention_equals_sdpa_outputs_and_gradients():
+    """Random queries over [a prefix shared by every row; each row's own keys], with grouped heads (4 queries per
+    key-value head, 2 key-value heads), right padding and a sliding window: the same outputs and the same
+    gradients (into the shared prefix, each row's own keys and values, the queries) as transformers' SDPA."""
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    from tether_tune.trainer import shared_prefix_attention
+
+    torch.manual_seed(0)
+    b, hkv, g, p, s, d, window = 3, 2, 4, 11, 6, 8, 9
+    module = torch.nn.Module()
+    module.num_key_value_groups, module.is_causal = g, True
+    prefix_k, prefix_v = (torch.randn(1, hkv, p, d, requires_grad=True) for _ in range(2))
+    own_k, own_v = (torch.randn(b, hkv, s, d, requires_grad=True) for _ in range(2))
+    query = torch.randn(b, hkv * g, s, d, requires_grad=True)
+    lengths = torch.tensor([6, 4, 1])  # right padding
+    q_pos = torch.arange(p, p + s)[:, None]
+    k_pos = torch.arange(p + s)[None, :]
+    visible = (k_pos <= q_pos) & (k_pos > q_pos - window)  # (S, P+S)
+    own = torch.arange(p + s)[None, :] < p + lengths[:, None]  # (B, P+S): padding keys are hidden
+    mask = (visible[None] & own[:, None])[:, None]  # (B, 1, S, P+S)
+    outs, grads = [], []
+    for attention in (sdpa_attention_forward, shared_prefix_attention):
+        key = torch.cat([prefix_k.expand(b, -1, -1, -1), own_k], dim=2)
+        value = torch.cat([prefix_v.expand(b, -1, -1, -1), own_v], dim=2)
+        out, _ = attention(module, query, key, value, mask, scaling=0.3)
+        weights = torch.randn(out.shape, generator=torch.Generator().manual_seed(1))
+        leaves = (query, prefix_k, prefix_v, own_k, own_v)
+        grads.append(torch.autograd.grad((out * weights).sum(), leaves))
+        outs.append(out.detach())
+    assert outs[0].shape == (b, s, hkv * g, d)
+    assert torch.allclose(outs[0], outs[1], atol=1e-5)
+    for a, c in zip(*grads):
+        assert torch.allclose(a, c, atol=1e-5) and a.abs().max() > 0
+
+
+def test_compiled_step_keeps_the_loss_and_gradients_and_comes_off(tiny_model_dir, files, tools):
+    """--compile: the same loss and gradients as the plain step (fp32); uncompile_step and inference copies give
+    the plain forwards back."""
+    from tether_tune.trainer import compile_step, inference_copy, uncompile_step
+
+    model, tok, enc = _lora_batch(tiny_model_dir, files, tools)
+    plain = _loss_and_grads(model, tok, enc, share=True, prefix_grad=False)
+    n = compile_step(model)
+    layers = model.config.num_hidden_layers
+    assert n == layers * 8 + 1  # per layer: 4 norms, q and k norms, the MLP, the attention core; the last norm
+    compiled = _loss_and_grads(model, tok, enc, share=True, prefix_grad=False)
+    assert torch.allclose(plain[0], compiled[0], atol=1e-5) and plain[1] == compiled[1]
+    assert torch.allclose(plain[2], compiled[2], atol=1e-5)
+    copy_ = inference_copy(model)
+    assert not any("forward" in vars(m) for m in copy_.modules())
+    uncompile_step(model)
+    assert not any(getattr(m, "_tether_compiled", False) for m in model.modules())
+
+
+def test_compiled_training_validates_only_after_the_eval_delay(tiny_model_dir, files, tmp_path):
+    """The main job's flags end to end: --compile trains (and the adapter saved is a plain PEFT one), and
+    --eval_delay 2 of 3 epochs leaves out the first validation pass (the first follows epoch 2, as in HF's
+    TrainingArguments); the adapter kept is a validated one."""
+    info = _train(tiny_model_dir, files, tmp_path / "model", "--epochs", "3", "--eval_delay", "2", "--compile")
+    assert len(info["val_loss_per_epoch"]) == len(info["val_exact_call_accuracy_per_epoch"]) == 2
+    steps_per_epoch = info["global_steps"] // 3
+    assert info["best_checkpoint"].endswith((f"checkpoint-{2 * steps_per_epoch}", f"checkpoint-{3 * steps_per_epoch}"))
+    assert json.loads((tmp_path / "model" / "adapter_config.json").read_text())["peft_type"] == "LORA"

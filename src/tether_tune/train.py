@@ -89,8 +89,16 @@ class TrainConfig:
     share_prefix: bool = field(default=True, metadata={"help": "compute the developer turn shared by a batch once (same loss and gradients, about 3x fewer tokens)"})
     prefix_grad: bool = field(default=True, metadata={
         "help": "with --share_prefix, back-propagate through the shared developer turn too; --no-prefix_grad runs it "
-                "without gradient: the same loss, a gradient without the path through its keys and values, and 7% "
-                "less training time at batch 8 (measured)"})
+                "without gradient: the same loss, a gradient without the path through its keys and values, and less "
+                "training time (1591 s instead of 1716 s for 312 steps at batch 8, measured)"})
+    compile: bool = field(default=False, metadata={
+        "help": "torch.compile the step's element-wise parts (the norms, the MLPs, the shared-prefix attention's "
+                "mask and softmax; dynamic shapes): the same loss, a 1.3x faster step on the main job's CPU "
+                "batch (benchmarks/bench_train_step.py --levers), about 20 s of compiling once. Needs a C "
+                "compiler (Inductor's CPU backend)"})
+    eval_delay: float = field(default=0, metadata={
+        "help": "epochs to train before the first validation pass (HF TrainingArguments' eval_delay): the "
+                "passes before it are skipped, and the adapter kept is the best of the later ones"})
     calibrate: bool = field(default=True, metadata={
         "help": "at the end, choose the call-or-words bias on the validation file (tether-tune calibrate) and store "
                 "it in run_info.json; prediction applies it"})
@@ -114,6 +122,9 @@ class TrainConfig:
             raise ConfigError("--warmup_ratio must be in [0, 1)")
         if not self.epochs > 0:
             raise ConfigError("--epochs must be positive")
+        if not 0 <= self.eval_delay < self.epochs:
+            raise ConfigError(f"--eval_delay {self.eval_delay}: must be at least 0 and below --epochs "
+                              f"({self.epochs}), or no validation pass would run")
         if self.max_seq_length is not None and self.max_seq_length < 16:
             raise ConfigError("--max_seq_length is far too small")
         if not self.lora_target_modules:
@@ -343,7 +354,7 @@ def run_train(cfg: TrainConfig) -> int:
 
     from .modeling import load_model_and_tokenizer, resolve_model
     from .tools import load_tools
-    from .trainer import AccuracyProbe, build_trainer, sample_examples
+    from .trainer import AccuracyProbe, build_trainer, compile_step, sample_examples, uncompile_step
 
     set_seed(cfg.seed)
     tools = load_tools(cfg.tools)
@@ -366,6 +377,8 @@ def run_train(cfg: TrainConfig) -> int:
     info.val_exact_call_accuracy_before = accuracy_before(cfg, model, probe)
 
     model = add_lora(cfg, model, tokenizer)
+    if cfg.compile:
+        say(f"compiled the step's element-wise parts in {compile_step(model)} modules (--compile)")
     trainer = build_trainer(cfg, model, tokenizer, data.train_enc, data.val_enc, probe, out_dir)
     t0 = time.perf_counter()
     try:
@@ -383,6 +396,7 @@ def run_train(cfg: TrainConfig) -> int:
         say(f"error: {err}")
         return 1
     fill_results(info, trainer, time.perf_counter() - t0)
+    uncompile_step(trainer.model)
     if cfg.calibrate and data.val_examples and is_main_process():
         calibrate_decisions(cfg, trainer.model, tokenizer, tools, data.val_examples, info)
     if is_main_process():

@@ -18,9 +18,11 @@ import json
 import os
 import random
 import time
+import types
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import torch
 from transformers import ProgressCallback, Trainer, TrainingArguments
@@ -214,9 +216,137 @@ def shared_prefix_loss(model: Any, batch: dict[str, Any], num_items: Any = None,
     positions = torch.arange(p, p + s, device=ids.device).unsqueeze(0).expand(b, s)
     keep, targets = _next_token_keep(batch["labels"])
     weights = decision_weights(batch["labels"], keep, decision_weight)
-    out = model(input_ids=ids, attention_mask=full_mask, position_ids=positions, cache=cache,
-                use_cache=True, logits_to_keep=keep)
+    with _attention_implementation(decoder.config, SHARED_PREFIX_ATTENTION):
+        out = model(input_ids=ids, attention_mask=full_mask, position_ids=positions, cache=cache,
+                    use_cache=True, logits_to_keep=keep)
     return _loss_from_logits(out.logits, targets, num_items, weights)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Attention over the shared prefix
+# --------------------------------------------------------------------------------------------------------------
+
+SHARED_PREFIX_ATTENTION = "tether_shared_prefix"
+_CORE = "_tether_attention_core"  # an attention module's compiled core (set by compile_step)
+
+
+@contextmanager
+def _attention_implementation(config: Any, name: str) -> Iterator[None]:
+    """Run the model's attention layers (and its mask builder) as ``name`` for the duration; the model's own
+    setting is restored after, so inference copies and saved configs never see ``name``."""
+    before = config._attn_implementation
+    config._attn_implementation = name
+    try:
+        yield
+    finally:
+        config._attn_implementation = before
+
+
+def shared_prefix_attention(module: Any, query: Any, key: Any, value: Any, attention_mask: Any, dropout: float = 0.0,
+                            scaling: float | None = None, **kwargs: Any) -> tuple[Any, None]:
+    """Attention of a batch's own tokens over [the shared developer turn; their own tokens], registered with
+    transformers as ``tether_shared_prefix`` and used by :func:`shared_prefix_loss` for its second forward.
+
+    The keys and values there are the prefix's (the same in every row: the cache is broadcast) followed by each
+    row's own. SDPA's CPU kernel treats them as B separate rows of 4 heads over P+S keys (after repeating the one
+    key-value head 4 times), and its backward, which also computes gradients for every row's copy of the prefix,
+    was the largest single cost of the step. Here every query of the batch meets the prefix's keys in one matrix
+    product per key-value head, (B·g·S, D) x (D, P), and its own row's keys in a batched one; one softmax in fp32
+    over both (as eager attention does) gives the weights. The same outputs and gradients as SDPA (tested in fp32).
+    Anything else (no boolean 4-D mask, no prefix, dropout, soft-capping) takes transformers' SDPA."""
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    if (not isinstance(attention_mask, torch.Tensor) or attention_mask.dtype != torch.bool
+            or attention_mask.dim() != 4 or key.shape[2] <= query.shape[2] or dropout
+            or kwargs.get("softcap") is not None or query.shape[1] % key.shape[1]):
+        return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
+                                      **kwargs)
+    scale = scaling if scaling is not None else query.shape[-1] ** -0.5
+    core = getattr(module, _CORE, _shared_prefix_attention_core)
+    return core(query, key, value, attention_mask, scale), None
+
+
+def _shared_prefix_attention_core(query: Any, key: Any, value: Any, mask: Any, scale: float) -> Any:
+    """query (B, H, S, D); key, value (B, Hkv, P+S, D), the first P the same in every row; mask (B, 1, S, P+S),
+    True where a query may look. Returns (B, S, H, D), as transformers' attention functions do."""
+    b, h, s, d = query.shape
+    hkv, k = key.shape[1], key.shape[2]
+    g, p = h // hkv, k - s
+    q = query.view(b, hkv, g, s, d)
+    prefix_k, prefix_v = key[0, :, :p], value[0, :, :p]  # (Hkv, P, D): row 0 stands for every row
+    own_k, own_v = key[:, :, p:].unsqueeze(2), value[:, :, p:].unsqueeze(2)  # (B, Hkv, 1, S, D)
+    flat_q = q.transpose(0, 1).reshape(hkv, b * g * s, d)  # every query of the batch, per key-value head
+    on_prefix = torch.matmul(flat_q, prefix_k.transpose(1, 2)).view(hkv, b, g, s, p).transpose(0, 1)
+    on_own = torch.matmul(q, own_k.transpose(-1, -2))  # (B, Hkv, g, S, S)
+    scores = torch.cat([on_prefix, on_own], dim=-1).float() * scale  # (B, Hkv, g, S, P+S)
+    scores = scores.masked_fill(~mask.unsqueeze(2), torch.finfo(torch.float32).min)
+    weights = torch.softmax(scores, dim=-1).to(query.dtype)
+    from_prefix = weights[..., :p].transpose(0, 1).reshape(hkv, b * g * s, p)
+    out = torch.matmul(from_prefix, prefix_v).view(hkv, b, g, s, d).transpose(0, 1)
+    out = out + torch.matmul(weights[..., p:], own_v)  # (B, Hkv, g, S, D)
+    return out.reshape(b, h, s, d).transpose(1, 2).contiguous()
+
+
+def _register_attention() -> None:
+    from transformers import AttentionInterface, AttentionMaskInterface
+    from transformers.masking_utils import sdpa_mask
+
+    AttentionInterface.register(SHARED_PREFIX_ATTENTION, shared_prefix_attention)
+    AttentionMaskInterface.register(SHARED_PREFIX_ATTENTION, sdpa_mask)  # the boolean masks SDPA gets
+
+
+_register_attention()
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Compiled parts of the step
+# --------------------------------------------------------------------------------------------------------------
+
+_COMPILED = "_tether_compiled"  # marks a module whose forward compile_step replaced
+
+
+def compile_step(model: Any) -> int:
+    """``torch.compile`` (dynamic shapes) the decoder's RMS norms and MLPs, and the core of
+    :func:`shared_prefix_attention`; returns how many modules. Returns 0 and changes nothing where the model has
+    neither (another architecture).
+
+    At 640 hidden units a step is mostly element-wise work: Gemma 3's norms compute in fp32 (casts, a power, a
+    mean, two products) five times per layer, the MLP's GELU and product, the attention's mask and softmax. Fused
+    by Inductor they cost a fraction; the matrix products stay as they were. Compiling takes about 20 s once per
+    run (and again for the no-gradient validation pass); shapes are dynamic, so batches of other lengths reuse it.
+    The same loss and gradients (tested in fp32). The adapter's weights, saving and merging are untouched:
+    :func:`uncompile_step` (and :func:`inference_copy`) restore the plain forwards."""
+    import torch._dynamo
+
+    # One compiled norm serves every layer, but it is traced again per input rank (hidden states, per-head q and
+    # k), per grad mode (the prefix and the validation pass run without gradient) and for a batch of one: up to
+    # about a dozen variants, past dynamo's default limit of 8, after which it would silently run uncompiled.
+    torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 32)
+    compiled: dict[type, Any] = {}
+    core = None
+    n = 0
+    for module in unwrap_ddp(model).modules():
+        cls = type(module)
+        if cls.__name__.endswith(("RMSNorm", "MLP")) and cls.__module__.startswith("transformers."):
+            if cls not in compiled:
+                compiled[cls] = torch.compile(cls.forward, dynamic=True)
+            module.forward = types.MethodType(compiled[cls], module)
+            setattr(module, _COMPILED, True)
+            n += 1
+        elif cls.__name__.endswith("Attention") and hasattr(module, "k_proj"):
+            core = core or torch.compile(_shared_prefix_attention_core, dynamic=True)
+            setattr(module, _CORE, core)
+            setattr(module, _COMPILED, True)
+            n += 1
+    return n
+
+
+def uncompile_step(model: Any) -> None:
+    """Undo :func:`compile_step` on ``model`` (or on a copy of a compiled model)."""
+    for module in unwrap_ddp(model).modules():
+        if module.__dict__.pop(_COMPILED, False):
+            module.__dict__.pop("forward", None)
+            module.__dict__.pop(_CORE, None)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -280,6 +410,7 @@ def inference_copy(model: Any) -> Any:
     inner = unwrap_ddp(model)
     if hasattr(inner, "merge_and_unload"):
         inner = copy.deepcopy(inner).merge_and_unload()
+        uncompile_step(inner)  # decoding's shapes are its own: the plain forwards, not the step's compiled ones
     return inner.eval()
 
 
@@ -433,6 +564,7 @@ def training_arguments(cfg: Any, out_dir: Path, has_val: bool, select_by_accurac
         weight_decay=cfg.weight_decay,
         logging_steps=cfg.logging_steps,
         eval_strategy="epoch" if has_val else "no",
+        eval_delay=getattr(cfg, "eval_delay", 0),
         save_strategy="epoch",
         save_total_limit=cfg.save_total_limit,
         load_best_model_at_end=has_val,
