@@ -22,6 +22,12 @@ levers to ours, each keeping the ones above it:
 - + ``trainer.shared_prefix_attention`` (the batch's queries meet the shared prefix's keys in one product);
 - + ``trainer.compile_step`` (``--compile``: the norms, MLPs and attention core compiled) = ours, what the main job
   trains with.
+
+    python benchmarks/bench_train_step.py --compiled_on runs/main/data/codetether.train.jsonl
+
+With ``--compiled_on``, the main job's step plain and compiled (``--compile``) on real training batches from the
+shortest to the longest, alternating, and their ratio: the one-batch ``--levers`` line flatters compilation
+(its batch is short, where the element-wise share of a step is largest).
 """
 
 from __future__ import annotations
@@ -85,11 +91,16 @@ def main() -> int:
     ap.add_argument("--skip_naive", action="store_true", help="leave out the (slow) naive variant")
     ap.add_argument("--levers", action="store_true", help="time the main job's step lever by lever instead "
                     "(batch 8 by default; see above)")
+    ap.add_argument("--compiled_on", metavar="TRAIN_JSONL", help="instead: the main job's step plain and with "
+                    "--compile, alternating, on 7 batches of real training data from TRAIN_JSONL spanning its "
+                    "lengths (e.g. runs/main/data/codetether.train.jsonl, written by make main)")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.levers:
         return levers(args)
+    if args.compiled_on:
+        return compiled_on(args)
     args.batch_size = args.batch_size or 4
 
     from peft import LoraConfig, get_peft_model
@@ -226,6 +237,56 @@ def levers(args) -> int:
         print(f"{name:>28}: {med[name]:6.2f} s/step  {first / med[name]:5.2f}x  (loss {losses[name]:.4f})")
     print("(the losses differ in the last digits where the attention's or the fused parts' bf16 rounding differs; "
           "tests/test_train.py shows each lever exact in fp32)")
+    return 0
+
+
+def compiled_on(args) -> int:
+    """The main job's step (as ``--levers``' last two lines) plain and compiled (``trainer.compile_step``), on real
+    batches: the training file's examples sorted by length and cut into batches of 8 (as the Trainer's
+    length-grouped sampler makes them), 7 of them from the shortest to the longest; each batch timed plain, then
+    compiled, twice, after a warm-up round that compiles."""
+    import random
+
+    from tether_tune import trainer as T
+    from tether_tune.modeling import load_model_and_tokenizer, resolve_model
+    from tether_tune.train import TrainConfig, add_lora, encode_all, load_training_examples
+
+    batch_size = args.batch_size or 8
+    torch.manual_seed(0)
+    tools = load_tools(ROOT / "codetether_tools.json")
+    model, tok = load_model_and_tokenizer(resolve_model(args.model), dtype="bfloat16", device="cpu")
+    model = add_lora(TrainConfig(train_file="-", output_dir="-", lora_dropout=0.0), model, tok)
+    model.train()
+    examples = load_training_examples(args.compiled_on, tools, strict_grounding=False)
+    random.Random(0).shuffle(examples)
+    enc = sorted(encode_all(tok, examples[: 50 * batch_size], tools, None), key=lambda e: len(e.input_ids))
+    rows = [{"input_ids": e.input_ids, "labels": e.labels, "prefix_len": e.prefix_len} for e in enc]
+    batches = [PadCollator(tok.pad_token_id, share_prefix=True)(rows[i : i + batch_size])
+               for i in range(0, len(rows) - batch_size + 1, batch_size)]
+    batches = [batches[round(i * (len(batches) - 1) / 6)] for i in range(7)]
+
+    def step(batch, compiled: bool) -> float:
+        if compiled:
+            T.compile_step(model)
+        t = time.perf_counter()
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            loss, _ = T.supervised_loss(model, batch, prefix_grad=False)
+        loss.backward()
+        model.zero_grad(set_to_none=True)
+        T.uncompile_step(model)
+        return time.perf_counter() - t
+
+    for batch in batches:  # warm-up: compiles (about 30 s) and touches every shape once
+        step(batch, True), step(batch, False)
+    total = {False: 0.0, True: 0.0}
+    for _ in range(2):
+        for batch in batches:
+            plain, compiled = step(batch, False), step(batch, True)
+            total[False] += plain
+            total[True] += compiled
+            print(f"batch {tuple(batch['input_ids'].shape)} after the prefix: plain {plain:.2f} s, "
+                  f"compiled {compiled:.2f} s, {plain / compiled:.2f}x")
+    print(f"all: plain {total[False]:.1f} s, compiled {total[True]:.1f} s: {total[False] / total[True]:.2f}x")
     return 0
 
 

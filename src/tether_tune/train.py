@@ -93,9 +93,9 @@ class TrainConfig:
                 "training time (1591 s instead of 1716 s for 312 steps at batch 8, measured)"})
     compile: bool = field(default=False, metadata={
         "help": "torch.compile the step's element-wise parts (the norms, the MLPs, the shared-prefix attention's "
-                "mask and softmax; dynamic shapes): the same loss, a 1.3x faster step on the main job's CPU "
-                "batch (benchmarks/bench_train_step.py --levers), about 20 s of compiling once. Needs a C "
-                "compiler (Inductor's CPU backend)"})
+                "mask and softmax; dynamic shapes): the same loss, a 1.17x faster step on the main job's batches "
+                "(benchmarks/bench_train_step.py --compiled_on: 7 real batches, alternating, in one process), "
+                "about 30 s of compiling once. Needs a C compiler (Inductor's CPU backend)"})
     eval_delay: float = field(default=0, metadata={
         "help": "epochs to train before the first validation pass (HF TrainingArguments' eval_delay): the "
                 "passes before it are skipped, and the adapter kept is the best of the later ones"})
