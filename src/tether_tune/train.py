@@ -378,7 +378,7 @@ def run_train(cfg: TrainConfig) -> int:
 
     model = add_lora(cfg, model, tokenizer)
     if cfg.compile:
-        say(f"compiled the step's element-wise parts in {compile_step(model)} modules (--compile)")
+        say(f"--compile: {compile_step(model)} modules of the step compile at its first steps (about 30 s)")
     trainer = build_trainer(cfg, model, tokenizer, data.train_enc, data.val_enc, probe, out_dir)
     t0 = time.perf_counter()
     try:
