@@ -48,7 +48,7 @@ from tether_tune.data import Example  # noqa: E402
 from tether_tune.encode import IGNORE_INDEX, encode_example  # noqa: E402
 from tether_tune.format import Call  # noqa: E402
 from tether_tune.tools import load_tools  # noqa: E402
-from tether_tune.trainer import PadCollator, supervised_loss  # noqa: E402
+from tether_tune.trainer import PadCollator, as_rows, supervised_loss  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -114,7 +114,7 @@ def main() -> int:
     model.train()
     tools = load_tools(ROOT / "codetether_tools.json")
     enc = [encode_example(tok, ex, tools) for ex in batch_examples(args.batch_size)]
-    rows = [{"input_ids": e.input_ids, "labels": e.labels, "prefix_len": e.prefix_len} for e in enc]
+    rows = as_rows(enc)
     lengths = [len(e.input_ids) for e in enc]
     if max(lengths) > args.naive_length:
         ap.error(f"--naive_length {args.naive_length} cannot hold an example of {max(lengths)} tokens")
@@ -181,22 +181,28 @@ def previous_loss(model, batch, prefix_head: bool, torch_ce: bool):
     return T.RowCrossEntropy.apply(logits.reshape(-1, logits.shape[-1]), targets).mean()
 
 
-def levers(args) -> int:
-    """The main job's training step, lever by lever, on one batch, in one process (see the module docstring)."""
-    from tether_tune import trainer as T
+def main_job_model(name: str):
+    """The main job's model in training mode: bf16 frozen base, LoRA r16 on q/k/v/o without dropout, the tool and
+    turn token rows (``train.add_lora``, as training builds it)."""
     from tether_tune.modeling import load_model_and_tokenizer, resolve_model
     from tether_tune.train import TrainConfig, add_lora
 
-    batch_size = args.batch_size or 8
     torch.manual_seed(0)
-    model, tok = load_model_and_tokenizer(resolve_model(args.model), dtype="bfloat16", device="cpu")
-    model = add_lora(TrainConfig(train_file="-", output_dir="-", lora_dropout=0.0), model, tok)  # rows: sparse
-    model.train()
+    model, tok = load_model_and_tokenizer(resolve_model(name), dtype="bfloat16", device="cpu")
+    model = add_lora(TrainConfig(train_file="-", output_dir="-", lora_dropout=0.0), model, tok)
+    return model.train(), tok
+
+
+def levers(args) -> int:
+    """The main job's training step, lever by lever, on one batch, in one process (see the module docstring)."""
+    from tether_tune import trainer as T
+
+    batch_size = args.batch_size or 8
+    model, tok = main_job_model(args.model)  # the trainable-token rows: sparse
     rows_layers = [m for m in model.modules() if "forward" in vars(m)]  # the trainable-token layers add_lora patched
     tools = load_tools(ROOT / "codetether_tools.json")
     enc = [encode_example(tok, ex, tools) for ex in batch_examples(batch_size)]
-    batch = PadCollator(tok.pad_token_id, share_prefix=True)(
-        [{"input_ids": e.input_ids, "labels": e.labels, "prefix_len": e.prefix_len} for e in enc])
+    batch = PadCollator(tok.pad_token_id, share_prefix=True)(as_rows(enc))
     print(f"batch: {batch_size} examples, prefix {enc[0].prefix_len} tokens, {tuple(batch['input_ids'].shape)} "
           f"after it, {sum(e.n_supervised for e in enc)} supervised; torch threads {torch.get_num_threads()}")
 
@@ -248,19 +254,15 @@ def compiled_on(args) -> int:
     import random
 
     from tether_tune import trainer as T
-    from tether_tune.modeling import load_model_and_tokenizer, resolve_model
-    from tether_tune.train import TrainConfig, add_lora, encode_all, load_training_examples
+    from tether_tune.train import encode_all, load_training_examples
 
     batch_size = args.batch_size or 8
-    torch.manual_seed(0)
     tools = load_tools(ROOT / "codetether_tools.json")
-    model, tok = load_model_and_tokenizer(resolve_model(args.model), dtype="bfloat16", device="cpu")
-    model = add_lora(TrainConfig(train_file="-", output_dir="-", lora_dropout=0.0), model, tok)
-    model.train()
+    model, tok = main_job_model(args.model)
     examples = load_training_examples(args.compiled_on, tools, strict_grounding=False)
     random.Random(0).shuffle(examples)
     enc = sorted(encode_all(tok, examples[: 50 * batch_size], tools, None), key=lambda e: len(e.input_ids))
-    rows = [{"input_ids": e.input_ids, "labels": e.labels, "prefix_len": e.prefix_len} for e in enc]
+    rows = as_rows(enc)
     batches = [PadCollator(tok.pad_token_id, share_prefix=True)(rows[i : i + batch_size])
                for i in range(0, len(rows) - batch_size + 1, batch_size)]
     batches = [batches[round(i * (len(batches) - 1) / 6)] for i in range(7)]

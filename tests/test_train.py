@@ -14,7 +14,7 @@ import torch
 from tether_tune import cli
 from tether_tune.data import Example, read_examples
 from tether_tune.encode import encode_example
-from tether_tune.trainer import PadCollator, supervised_loss
+from tether_tune.trainer import PadCollator, as_rows, supervised_loss
 
 ROOT = Path(__file__).resolve().parents[1]
 TOOLS = str(ROOT / "codetether_tools.json")
@@ -160,7 +160,7 @@ def _lora_batch(tiny_model_dir, files, tools):
 
 def _loss_and_grads(model, tok, enc, share: bool, prefix_grad: bool = True):
     """(loss, supervised tokens, every trainable parameter's gradient flattened) of one step on ``enc``."""
-    rows = [{"input_ids": e.input_ids, "labels": e.labels, "prefix_len": e.prefix_len} for e in enc]
+    rows = as_rows(enc)
     model.zero_grad()
     batch = PadCollator(tok.pad_token_id, share_prefix=share)(rows)
     assert ("prefix_ids" in batch) == share
@@ -270,8 +270,7 @@ def test_decision_weight_weighs_exactly_the_decision_tokens(tiny_model_dir, tool
     examples = [Example(f"cancel {u} and {v}", [Call("cancel_task", {"task_id": u}), Call("cancel_task", {"task_id": v})]),
                 Example("hi there", text="Hi! What can I do for you in CodeTether?"),
                 Example(f"status of {u}", [Call("get_task", {"task_id": u})])]
-    rows = [{"input_ids": e.input_ids, "labels": e.labels, "prefix_len": e.prefix_len}
-            for e in (encode_example(tok, ex, tools) for ex in examples)]
+    rows = as_rows([encode_example(tok, ex, tools) for ex in examples])
     plain = PadCollator(tok.pad_token_id, share_prefix=False)(rows)
     labels = plain["labels"]
     from tether_tune.trainer import _next_token_keep

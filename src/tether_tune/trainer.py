@@ -25,7 +25,9 @@ from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 import torch
-from transformers import ProgressCallback, Trainer, TrainingArguments
+from transformers import AttentionInterface, AttentionMaskInterface, ProgressCallback, Trainer, TrainingArguments
+from transformers.integrations.sdpa_attention import sdpa_attention_forward
+from transformers.masking_utils import sdpa_mask
 
 from .data import Example
 from .encode import IGNORE_INDEX, Encoded
@@ -254,9 +256,8 @@ def shared_prefix_attention(module: Any, query: Any, key: Any, value: Any, atten
     (``benchmarks/bench_train_step.py --levers``): 3.29 s -> 2.92 s. Here every query of the batch meets the
     prefix's keys in one matrix product per key-value head, (B·g·S, D) x (D, P), and its own row's keys in a
     batched one; one softmax in fp32 over both (as eager attention does) gives the weights. The same outputs and
-    gradients as SDPA (tested in fp32). Anything else (no boolean 4-D mask, no prefix, dropout, soft-capping) takes transformers' SDPA."""
-    from transformers.integrations.sdpa_attention import sdpa_attention_forward
-
+    gradients as SDPA (tested in fp32). Anything else (no boolean 4-D mask, no prefix, dropout, soft-capping)
+    takes transformers' SDPA."""
     if (not isinstance(attention_mask, torch.Tensor) or attention_mask.dtype != torch.bool
             or attention_mask.dim() != 4 or key.shape[2] <= query.shape[2] or dropout
             or kwargs.get("softcap") is not None or query.shape[1] % key.shape[1]):
@@ -288,15 +289,8 @@ def _shared_prefix_attention_core(query: Any, key: Any, value: Any, mask: Any, s
     return out.reshape(b, h, s, d).transpose(1, 2).contiguous()
 
 
-def _register_attention() -> None:
-    from transformers import AttentionInterface, AttentionMaskInterface
-    from transformers.masking_utils import sdpa_mask
-
-    AttentionInterface.register(SHARED_PREFIX_ATTENTION, shared_prefix_attention)
-    AttentionMaskInterface.register(SHARED_PREFIX_ATTENTION, sdpa_mask)  # the boolean masks SDPA gets
-
-
-_register_attention()
+AttentionInterface.register(SHARED_PREFIX_ATTENTION, shared_prefix_attention)
+AttentionMaskInterface.register(SHARED_PREFIX_ATTENTION, sdpa_mask)  # the boolean masks SDPA gets
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -308,7 +302,7 @@ _COMPILED = "_tether_compiled"  # marks a module whose forward compile_step repl
 
 def compile_step(model: Any) -> int:
     """``torch.compile`` (dynamic shapes) the decoder's RMS norms and MLPs, and the core of
-    :func:`shared_prefix_attention`; returns how many modules. Returns 0 and changes nothing where the model has
+    :func:`shared_prefix_attention`; returns how many modules. Returns 0 and changes no module where the model has
     neither (another architecture).
 
     At 640 hidden units a step is mostly element-wise work: Gemma 3's norms compute in fp32 (casts, a power, a
@@ -365,8 +359,8 @@ def sparse_trainable_tokens(model: Any) -> int:
     that matrix then needs a gradient, a 262k x 640 product per step for a few dozen rows. Measured on the main
     job's step (``benchmarks/bench_train_step.py --levers``): 2.90 s -> 2.55 s. Here the embedding looks up the base
     rows and swaps in the trained ones where an id is a trained token, and the head scores the base rows and
-    overwrites the trained tokens' scores with those of their trained rows: the same outputs (tested), gradients only for the rows. The
-    adapter's parameters, saving, loading and merging are PEFT's own; merged or disabled layers, and more than one
+    overwrites the trained tokens' scores with those of their trained rows: the same outputs (tested), gradients
+    only for the rows. The adapter's parameters, saving, loading and merging are PEFT's own; merged or disabled layers, and more than one
     active adapter, take PEFT's forward."""
     from functools import partial
 
