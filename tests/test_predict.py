@@ -156,6 +156,39 @@ def test_speculation_copies_from_the_request_in_fewer_forwards(predictor: Predic
     assert spec_calls < plain_calls - 15
 
 
+class _Plain(LogitsRewriter):
+    """The model's own forward (``logits_to_keep``), hidden behind a wrapper without ``get_decoder``."""
+
+    def rewrite(self, logits: torch.Tensor, kwargs: dict[str, Any]) -> torch.Tensor:
+        return logits
+
+
+def test_scores_from_the_split_head_equal_the_models_own_logits(predictor: Predictor) -> None:
+    """``last_logits`` runs the decoder and the head on a contiguous [B * keep, H] (the model's own
+    ``logits_to_keep`` path is 20x slower with a frozen head at batch 8); the scores are the model's, with the
+    weights frozen as in prediction, and the last ``keep`` positions of rows of different lengths."""
+    from tether_tune.decoding import last_logits
+
+    n = len(predictor.prefix.ids)
+    suffixes = [predictor.encode(r)[n:] for r in REQUESTS]
+    frozen = [p.requires_grad for p in predictor.model.parameters()]
+    for p in predictor.model.parameters():
+        p.requires_grad_(False)
+    try:
+        split = last_logits(predictor.model, predictor.prefix, suffixes, 3)
+        own = last_logits(_Plain(predictor.model), predictor.prefix, suffixes, 3)
+    finally:
+        for p, grad in zip(predictor.model.parameters(), frozen):
+            p.requires_grad_(grad)
+    assert split.shape == own.shape == (len(REQUESTS), 3, len(predictor.tokenizer))
+    torch.testing.assert_close(split, own, rtol=1e-4, atol=1e-4)
+    # and they are the full prompt's logits at those positions
+    for b, request in enumerate(REQUESTS[:3]):
+        with torch.inference_mode():
+            full = predictor.model(input_ids=torch.tensor([predictor.encode(request)])).logits[0, -3:].float()
+        torch.testing.assert_close(split[b], full, rtol=1e-3, atol=1e-3)
+
+
 def test_prefix_cache_is_not_mutated_by_requests(predictor: Predictor) -> None:
     before = [layer.keys.clone() for layer in predictor.prefix.cache.layers]
     first = predictor.predict(REQUESTS[0]).raw

@@ -117,10 +117,18 @@ def _forward(model: Any, rows: _Rows, chunks: Sequence[Sequence[int]], pad_id: i
         with _region("forward"):
             out = head.decoder(**inputs, **{_cache_kwarg(head.decoder): rows.cache})
         return out.last_hidden_state[:, -keep:, :]  # [B, keep, H]
-    # The LM head (63% of the weights) only where a token is chosen.
-    with _region("forward+head"):
-        out = model(**inputs, logits_to_keep=keep, **{_cache_kwarg(model): rows.cache})
-    return out.logits[:, -keep:, :].float().cpu()  # [B, keep, V]
+    # The LM head (63% of the weights) only where a token is chosen, on a contiguous [B * keep, H]. The model's
+    # own ``logits_to_keep`` hands the head a strided [B, keep, H] slice, and torch's matmul then does not fold
+    # it into one product with a frozen weight: it expands the 262k x 640 head to [B, 640, 262k] for a bmm, a
+    # 2.7 GB copy that took 5.8 s of a 6 s forward at batch 8 (benchmarks/bench_head.py).
+    split = Head.of(model, limit=1)
+    if split is None:  # a wrapper without get_decoder / get_output_embeddings
+        with _region("forward+head"):
+            out = model(**inputs, logits_to_keep=keep, **{_cache_kwarg(model): rows.cache})
+        return out.logits[:, -keep:, :].float().cpu()  # [B, keep, V]
+    with _region("forward"):
+        hidden = split.decoder(**inputs, **{_cache_kwarg(split.decoder): rows.cache}).last_hidden_state
+    return split.full(hidden[:, -keep:, :].reshape(B * keep, -1)).view(B, keep, -1)  # [B, keep, V]
 
 
 def _reject(rows: _Rows, b: int, n: int) -> None:
