@@ -20,8 +20,9 @@ levers to ours, each keeping the ones above it:
 - + trainable-token rows only (``trainer.sparse_trainable_tokens``);
 - + ``trainer.RowCrossEntropy``;
 - + ``trainer.shared_prefix_attention`` (the batch's queries meet the shared prefix's keys in one product);
-- + ``trainer.compile_step`` (``--compile``: the norms, MLPs and attention core compiled) = ours, what the main job
-  trains with.
+- + ``trainer.compile_step`` (``--compile``: the norms, MLPs and attention core compiled);
+- + the logits kept in bf16: ``CallTrainer``'s own autocast instead of accelerate's ``--bf16``, which converts the
+  forward's outputs to fp32 (the lines above run with that conversion) = ours, what the main job trains with.
 
     python benchmarks/bench_train_step.py --compiled_on runs/main/data/codetether.train.jsonl
 
@@ -38,6 +39,7 @@ import sys
 import time
 import uuid
 from pathlib import Path
+from types import MethodType
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
@@ -195,6 +197,8 @@ def main_job_model(name: str):
 
 def levers(args) -> int:
     """The main job's training step, lever by lever, on one batch, in one process (see the module docstring)."""
+    from accelerate.utils import convert_outputs_to_fp32
+
     from tether_tune import trainer as T
 
     batch_size = args.batch_size or 8
@@ -213,20 +217,29 @@ def levers(args) -> int:
             else:
                 T.sparse_trainable_tokens(m)
 
-    variants = {
-        "before": (True, lambda: previous_loss(model, batch, prefix_head=True, torch_ce=True)),
-        "+ prefix without head": (True, lambda: previous_loss(model, batch, prefix_head=False, torch_ce=True)),
-        "+ token rows only": (False, lambda: previous_loss(model, batch, prefix_head=False, torch_ce=True)),
-        "+ row cross-entropy": (False, lambda: previous_loss(model, batch, prefix_head=False, torch_ce=False)),
-        "+ shared-prefix attention": (False, lambda: T.supervised_loss(model, batch, prefix_grad=False)[0]),
-        "+ compiled parts (ours)": ("compiled", lambda: T.supervised_loss(model, batch, prefix_grad=False)[0]),
+    # accelerate's --bf16 (TrainingArguments' bf16, what the Trainer ran before CallTrainer's own autocast) wraps
+    # the model's forward to convert its outputs, the logits, to fp32.
+    own_forward = model.forward
+    fp32_outputs = MethodType(convert_outputs_to_fp32(own_forward.__func__), model)
+    ours = lambda: T.supervised_loss(model, batch, prefix_grad=False)[0]  # noqa: E731
+    variants = {  # name: (PEFT's token rows, compiled, fp32 outputs, step)
+        "before": (True, False, True, lambda: previous_loss(model, batch, prefix_head=True, torch_ce=True)),
+        "+ prefix without head": (True, False, True,
+                                  lambda: previous_loss(model, batch, prefix_head=False, torch_ce=True)),
+        "+ token rows only": (False, False, True, lambda: previous_loss(model, batch, prefix_head=False, torch_ce=True)),
+        "+ row cross-entropy": (False, False, True,
+                                lambda: previous_loss(model, batch, prefix_head=False, torch_ce=False)),
+        "+ shared-prefix attention": (False, False, True, ours),
+        "+ compiled parts": (False, True, True, ours),
+        "+ logits kept bf16 (ours)": (False, True, False, ours),
     }
     times: dict[str, list[float]] = {k: [] for k in variants}
     losses: dict[str, float] = {}
     for rep in range(args.repeats + 1):  # interleaved; the first round warms up
-        for name, (peft, step) in variants.items():
-            peft_rows(peft is True)
-            if peft == "compiled":  # compiled once in the warm-up round (about 20 s), reused after
+        for name, (peft, compiled, fp32, step) in variants.items():
+            peft_rows(peft)
+            model.forward = fp32_outputs if fp32 else own_forward
+            if compiled:  # compiled once in the warm-up round (about 30 s), reused after
                 T.compile_step(model)
             model.zero_grad(set_to_none=True)
             t = time.perf_counter()
@@ -237,6 +250,7 @@ def levers(args) -> int:
                 times[name].append(time.perf_counter() - t)
             losses[name] = loss.item()
             T.uncompile_step(model)
+    model.forward = own_forward
     med = {k: statistics.median(v) for k, v in times.items()}
     first = med["before"]
     for name in variants:

@@ -335,10 +335,14 @@ def test_bf16_mixed_precision_trains_in_bf16_and_saves_fp32(tiny_model_dir, file
         finally:
             hook.remove()
 
+    logits = []  # the logits reach the loss in bf16: no fp32 copy of them (accelerate's output conversion)
+    real_loss = T._loss_from_logits
+    monkeypatch.setattr(T, "_loss_from_logits", lambda x, *a, **k: logits.append(x.dtype) or real_loss(x, *a, **k))
     monkeypatch.setattr(T, "supervised_loss", spy)
     out = tmp_path / "bf16"
     info = _train(tiny_model_dir, files, out, "--epochs", "2", "--eval_samples", "0", "--bf16")
     assert seen and all(d == torch.bfloat16 for d in seen[: info["global_steps"]]), seen
+    assert logits and set(logits) == {torch.bfloat16}, logits
     losses = [json.loads(line)["loss"] for line in (out / "metrics.jsonl").read_text().splitlines() if "loss" in json.loads(line)]
     assert losses[-1] < losses[0]
     from safetensors.torch import load_file

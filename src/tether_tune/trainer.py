@@ -458,8 +458,9 @@ class CallTrainer(Trainer):
     counter, a stop on a non-finite loss, and exact-call accuracy in every validation pass."""
 
     def __init__(self, *args: Any, probe: AccuracyProbe | None = None, decision_weight: float = 1.0,
-                 prefix_grad: bool = True, **kwargs: Any):
+                 prefix_grad: bool = True, bf16: bool = False, **kwargs: Any):
         super().__init__(*args, **kwargs)
+        self.bf16 = bf16
         self.probe = probe
         self.decision_weight = decision_weight
         self.prefix_grad = prefix_grad
@@ -468,8 +469,12 @@ class CallTrainer(Trainer):
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         weight = self.decision_weight if model.training else 1.0  # validation loss stays the plain loss
-        # accelerate puts --bf16's autocast on the model's forward only; the shared prefix runs the decoder itself
-        with self.accelerator.autocast():
+        # --bf16: our autocast around the whole loss, not TrainingArguments' bf16. accelerate would put its autocast
+        # on the model's forward only (the shared prefix runs the decoder itself) and convert the forward's outputs
+        # to fp32: a copy of the (supervised, 262k) logits and its backward, 1.10x of the main job's step
+        # (benchmarks/bench_train_step.py --levers). The loss upcasts the bf16 logits itself, exactly.
+        device_type = self.args.device.type
+        with torch.autocast(device_type, dtype=torch.bfloat16, enabled=self.bf16):
             loss, n = supervised_loss(model, inputs, num_items_in_batch, weight, self.prefix_grad)
         if model.training:  # tokens of the examples (a shared prefix counts once per example it serves)
             prefix = inputs["prefix_ids"].shape[1] * inputs["input_ids"].shape[0] if "prefix_ids" in inputs else 0
@@ -536,10 +541,16 @@ class Progress(ProgressCallback):
             )
 
 
-def training_arguments(cfg: Any, out_dir: Path, has_val: bool, select_by_accuracy: bool) -> TrainingArguments:
-    """The Trainer's arguments from a ``TrainConfig``."""
+def use_bf16(cfg: Any) -> bool:
+    """bf16 mixed precision: asked for (``--bf16``), or needed because the frozen base is bf16 (``--dtype``) while
+    the adapters stay fp32."""
     from .modeling import pick_device, pick_dtype
 
+    return bool(getattr(cfg, "bf16", False)) or pick_dtype(cfg.dtype, pick_device("auto")) == torch.bfloat16
+
+
+def training_arguments(cfg: Any, out_dir: Path, has_val: bool, select_by_accuracy: bool) -> TrainingArguments:
+    """The Trainer's arguments from a ``TrainConfig``."""
     report_to: list[str] = []
     try:
         import tensorboard  # noqa: F401
@@ -569,7 +580,7 @@ def training_arguments(cfg: Any, out_dir: Path, has_val: bool, select_by_accurac
         greater_is_better=select_by_accuracy,
         seed=cfg.seed,
         data_seed=cfg.seed,
-        bf16=bool(getattr(cfg, "bf16", False)) or pick_dtype(cfg.dtype, pick_device("auto")) == torch.bfloat16,
+        bf16=False,  # --bf16 is CallTrainer's own autocast (see compute_loss); use_bf16 says when
         report_to=report_to,
         remove_unused_columns=False,
         train_sampling_strategy="group_by_length",
@@ -597,6 +608,7 @@ def build_trainer(cfg: Any, model: Any, tokenizer: Any, train_enc: list[Encoded]
         probe=probe if has_val else None,
         decision_weight=cfg.decision_weight,
         prefix_grad=cfg.prefix_grad,
+        bf16=use_bf16(cfg),
     )
     trainer.remove_callback(ProgressCallback)
     trainer.add_callback(Progress(out_dir, trainer.counter))
