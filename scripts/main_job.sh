@@ -22,7 +22,8 @@ EVAL_SAMPLES=${EVAL_SAMPLES:-104}      # the whole validation split picks the ch
 NO_CALL=${NO_CALL:-260}                # requests answered in words (the generator's default: 260 of 1040)
 # The mix of the other 780: 300 several-call requests (29%; the generator's default is 150, 14%), fewer single
 # calls. Chosen on validation at 5 epochs: the same exact-call accuracy (67.3%), several calls 6 of 15 vs 1 of 15.
-MIX=${MIX:---parallel 300 --create-task 120 --list-tasks 70 --get-task 45 --cancel-task 45 --get-session-history 40 --playback-session 45 --discover-agents 30 --send-message 85}
+# MIX= (empty): the generator's default mix.
+MIX=${MIX---parallel 300 --create-task 120 --list-tasks 70 --get-task 45 --cancel-task 45 --get-session-history 40 --playback-session 45 --discover-agents 30 --send-message 85}
 DECISION_WEIGHT=${DECISION_WEIGHT:-1}   # 5 (decision tokens weighed 5x) scored lower on validation: 28.8% vs 37.5%
 BF16=${BF16:-1}                        # bf16 mixed precision: 1.4x faster a step on this CPU (AMX)
 # The default evaluation fits the 30-minute budget; the full comparisons (about 10 more minutes) are opt-in:
