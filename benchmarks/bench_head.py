@@ -21,12 +21,9 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-REQUESTS = [
-    "cancel task 3f1c2a9e-7b4d-4c1e-9a0f-2d8e6b5c4a13 and tell the code reviewer to look at the upload endpoint",
-    "create a task to rotate the leaked Stripe API key in codebase 3734715f, priority 8, use a build agent",
-    "um can you play back session 0b9e6a4c-2f1d-4d7e-8c3a-5e6f7a8b9c0d as a summary",
-    "dm docs-writer: the changelog for 2.4 needs the new retry flags",
-    "what's the weather like tomorrow?",
+from bench_grounding import REQUESTS as GROUNDED  # noqa: E402  (this script's folder is on sys.path)
+
+REQUESTS = GROUNDED + [  # 8 real requests: typed, spoken, function-like, words
     "list failed tasks in 9a8b7c6d",
     "get_task(task_id='aebc76ec-1d2f-4a3b-9c8d-7e6f5a4b3c2d')",
     "thanks, that's all",

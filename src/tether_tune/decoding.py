@@ -18,6 +18,7 @@ and batching (rows of different lengths, left-padded; padding is just slots with
 from __future__ import annotations
 
 import copy
+import functools
 import time
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
@@ -152,13 +153,16 @@ class Head:
         self.decoder = model.get_decoder()
         self.module = model.get_output_embeddings()
         self.softcap = getattr(model.config, "final_logit_softcapping", None)
-        weight = self.module.weight
-        if callable(weight):  # torch.ao's dynamically quantized Linear: weight() is the int8 tensor
-            weight = weight().dequantize()
-        self.weight = weight  # [V, H]: for a tied float head, the embedding itself (no copy)
-        self.vocab_size = int(weight.shape[0])
+        self.vocab_size = int(getattr(self.module, "out_features", 0) or self.weight.shape[0])
         self.limit = limit
         self._torch = torch
+
+    @functools.cached_property
+    def weight(self) -> Any:
+        """[V, H], for :meth:`rows`: for a tied float head, the embedding itself (no copy); dequantized once for
+        torch.ao's dynamically quantized Linear (its ``weight()`` is the int8 tensor)."""
+        weight = self.module.weight
+        return weight().dequantize() if callable(weight) else weight
 
     @classmethod
     def of(cls, model: Any, limit: int) -> "Head | None":

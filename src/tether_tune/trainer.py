@@ -471,7 +471,7 @@ class CallTrainer(Trainer):
         weight = self.decision_weight if model.training else 1.0  # validation loss stays the plain loss
         # --bf16: our autocast around the whole loss, not TrainingArguments' bf16. accelerate would put its autocast
         # on the model's forward only (the shared prefix runs the decoder itself) and convert the forward's outputs
-        # to fp32: a copy of the (supervised, 262k) logits and its backward, 1.10x of the main job's step
+        # to fp32: a copy of the (supervised, 262k) logits and its backward, 1.11x of the main job's step
         # (benchmarks/bench_train_step.py --levers). The loss upcasts the bf16 logits itself, exactly.
         device_type = self.args.device.type
         with torch.autocast(device_type, dtype=torch.bfloat16, enabled=self.bf16):
