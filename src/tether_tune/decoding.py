@@ -114,22 +114,17 @@ def _forward(model: Any, rows: _Rows, chunks: Sequence[Sequence[int]], pad_id: i
         attention_mask={k: v.to(device) for k, v in masks.items()},
         use_cache=True,
     )
-    if head is not None:
-        with _region("forward"):
-            out = head.decoder(**inputs, **{_cache_kwarg(head.decoder): rows.cache})
-        return out.last_hidden_state[:, -keep:, :]  # [B, keep, H]
-    # The LM head (63% of the weights) only where a token is chosen, on a contiguous [B * keep, H]. The model's
-    # own ``logits_to_keep`` hands the head a strided [B, keep, H] slice, and torch's matmul then does not fold
-    # it into one product with a frozen weight: it expands the 262k x 640 head to [B, 640, 262k] for a bmm, a
-    # 2.7 GB copy that took 5.8 s of a 6 s forward at batch 8 (benchmarks/bench_head.py).
-    split = Head.of(model, limit=1)
-    if split is None:  # a wrapper without get_decoder / get_output_embeddings
+    # The LM head (63% of the weights) only where a token is chosen: the decoder, then the head (split) on the
+    # last ``keep`` positions. With ``head``, decoding scores them itself, on demand.
+    split = head if head is not None else Head.of(model, limit=1)
+    if split is None:  # a wrapper without get_decoder / get_output_embeddings: the model's own logits_to_keep
         with _region("forward+head"):
             out = model(**inputs, logits_to_keep=keep, **{_cache_kwarg(model): rows.cache})
         return out.logits[:, -keep:, :].float().cpu()  # [B, keep, V]
     with _region("forward"):
-        hidden = split.decoder(**inputs, **{_cache_kwarg(split.decoder): rows.cache}).last_hidden_state
-    return split.full(hidden[:, -keep:, :].reshape(B * keep, -1)).view(B, keep, -1)  # [B, keep, V]
+        out = split.decoder(**inputs, **{_cache_kwarg(split.decoder): rows.cache})
+    hidden = out.last_hidden_state[:, -keep:, :]  # [B, keep, H]
+    return hidden if head is not None else split.full(hidden)  # [B, keep, H] with head, else [B, keep, V]
 
 
 def _reject(rows: _Rows, b: int, n: int) -> None:
@@ -180,9 +175,15 @@ class Head:
         return self._torch.tanh(logits / self.softcap) * self.softcap
 
     def full(self, hidden: Any) -> Any:
-        """[..., H] -> [..., V] float: what the model's forward computes."""
+        """[..., H] -> [..., V] float: what the model's forward computes.
+
+        The head runs on a contiguous [N, H]. Handed a strided [B, keep, H] slice (what the model's own
+        ``logits_to_keep`` does), torch's matmul does not fold the batch into one product with a frozen weight: it
+        expands the 262k x 640 head to [B, 640, 262k] for a bmm, a 2.7 GB copy that took 5.8 s of a 6 s forward at
+        batch 8 (benchmarks/bench_head.py)."""
         with _region("head"):
-            return self._cap(self.module(hidden)).float().cpu()
+            flat = self.module(hidden.reshape(-1, hidden.shape[-1]))
+            return self._cap(flat).float().cpu().view(*hidden.shape[:-1], -1)
 
     def rows(self, hidden: Any, ids: Any) -> Any:
         """[H], LongTensor [k] -> [k] float: the same scores for the tokens ``ids`` only."""
