@@ -12,7 +12,7 @@ import torch
 from tether_tune import cli
 from tether_tune.calibrate import START_RESPONSE_ID, call_margins, choose_call_bias, next_call_margins
 from tether_tune.data import Example
-from tether_tune.decoding import END_CALL_ID, START_CALL_ID, first_token_logits
+from tether_tune.decoding import END_CALL_ID, START_CALL_ID, decode_greedy, first_token_logits, repeated_call
 from tether_tune.format import Call
 from tether_tune.predict import Predictor
 
@@ -113,6 +113,34 @@ def test_a_next_call_bias_past_the_margin_decides_another_call(predictor: Predic
     out = biased.predict(ONE.request).raw
     assert out.startswith(prefix)
     assert out[len(prefix):].startswith("<start_function_call>" if sign > 0 else "<start_function_response>")
+
+
+def test_repeated_call_finds_a_call_made_twice_token_for_token():
+    S, E = START_CALL_ID, END_CALL_ID
+    assert repeated_call([S, 1, 2, E, S, 1, 2, E]) == 4
+    assert repeated_call([S, 1, 2, E, S, 7, E, S, 1, 2, E]) == 7  # any earlier call, not only the last
+    assert repeated_call([S, 1, 2, E, S, 1, 3, E]) is None  # another argument: a different call
+    assert repeated_call([S, 1, E, S, 1, 2, E]) is None
+    assert repeated_call([S, 1, 2, E]) is None
+
+
+@pytest.mark.parametrize("speculate", [0, 8])
+def test_a_repeated_call_ends_the_calls_and_is_never_streamed(tiny_model_dir: Path, tools: list[dict],
+                                                             speculate: int):
+    """Every "another call?" decided yes (next_call_bias +50): the tiny model, grounded in a request with one id,
+    calls until one call repeats an earlier one (without the rule it runs to the limit); that call is dropped,
+    <start_function_response> ends the turn, and streaming got exactly the final tokens."""
+    grounded = Predictor.load(str(tiny_model_dir), tools=tools, grounded=True)
+    request = "cancel 3f2a9c1e-7b4d-4e8f-9a6b-0c1d2e3f4a5b now"
+    seen: list[int] = []
+    (d,) = decode_greedy(grounded.model, grounded.prefix, [grounded.suffix(request)], grounded.stop_ids, 400,
+                         grounded.constraint, grounded.pad_id, speculate, [grounded.suffix(request)], [request],
+                         call_bias=50.0, next_call_bias=50.0, on_tokens=lambda row, tokens: seen.extend(tokens))
+    assert d.ids[-1] == START_RESPONSE_ID and len(d.ids) < 400  # ended by the repeat, not by the limit
+    calls = [d.ids[i : d.ids.index(END_CALL_ID, i) + 1] for i, t in enumerate(d.ids) if t == START_CALL_ID]
+    assert len(calls) >= 2 and len({tuple(c) for c in calls}) == len(calls)
+    assert sum(len(c) for c in calls) + 1 == len(d.ids)  # calls back to back, then the end
+    assert seen == d.ids
 
 
 def test_calibrate_command_stores_the_bias_and_prediction_applies_it(tiny_model_dir: Path, tools, tmp_path: Path):

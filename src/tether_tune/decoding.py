@@ -332,6 +332,19 @@ class Decoded:
     stats: dict[str, float]
 
 
+def repeated_call(ids: Sequence[int]) -> int | None:
+    """Where the call that ``ids`` ends with (``<start_function_call>`` ... ``<end_function_call>``) starts, when
+    an earlier call in ``ids`` is the same tokens; else ``None``."""
+    starts = [i for i, t in enumerate(ids) if t == START_CALL_ID]
+    if len(starts) < 2:
+        return None
+    last = list(ids[starts[-1]:])
+    for s in starts[:-1]:
+        if list(ids[s : s + len(last)]) == last:
+            return starts[-1]
+    return None
+
+
 class _Greedy:
     """The state of one greedy decoding: per row, the tokens decided so far, how many were forced by the grammar
     or accepted from drafts, whether it has ended, its grammar matcher and its draft source."""
@@ -363,14 +376,29 @@ class _Greedy:
                            for c, m in zip(self.constraints, self.matchers)]
 
     def say(self, b: int, tokens: list[int], n_forced: int) -> list[int]:
-        """Append decided tokens to row b; return those still to be fed to the model ([] when the row ends)."""
+        """Append decided tokens to row b; return those still to be fed to the model ([] when the row ends).
+        A call that repeats one this turn already made, token for token, ends the calls instead: it is dropped
+        and ``<start_function_response>`` takes its place (the same task cancelled twice is never meant)."""
         for i, t in enumerate(tokens):
             self.out[b].append(t)
             self.forced[b] += i >= len(tokens) - n_forced
+            if t == END_CALL_ID and (start := repeated_call(self.out[b])) is not None:
+                del self.out[b][start:]
+                self.out[b].append(START_RESPONSE_ID)
+                self.done[b] = True
+                return []
             if t in self.stop or len(self.out[b]) >= self.limits[b]:
                 self.done[b] = True
                 return []
         return tokens
+
+    def committed(self, b: int) -> int:
+        """How many of row b's tokens are final: all of them for words or an ended row; for calls, up to the last
+        ``<end_function_call>`` (a call in progress may still be dropped as a repeat)."""
+        out = self.out[b]
+        if self.done[b] or not out or out[0] != START_CALL_ID:
+            return len(out)
+        return max((i + 1 for i, t in enumerate(out) if t == END_CALL_ID), default=0)
 
     def choose(self, b: int, scores: _Scores, i: int) -> tuple[int, list[int]]:
         """Greedy's token at position ``i`` (under the grammar), and the tokens the grammar forces after it. At
@@ -488,8 +516,11 @@ def decode_greedy(
     after each ``<end_function_call>`` (another call, or ``<start_function_response>``).
 
     ``max_new_tokens``: one limit, or one per row. ``sampling``: per row, ``None`` (greedy) or a
-    :class:`Sampling`. ``on_tokens(row, tokens)``: called with each row's newly decided tokens after every
-    forward (streaming); a stop token is the last it gets.
+    :class:`Sampling`. ``on_tokens(row, tokens)``: called with each row's newly final tokens after every
+    forward (streaming): words as decided, a call's tokens once it has ended; a stop token is the last it gets.
+
+    A call that repeats, token for token, one the turn already made ends the calls: it is dropped and
+    ``<start_function_response>`` follows the calls before it (:func:`repeated_call`).
 
     ``constraint`` may also be one constraint per row (rows that differ in tool choice share a batch).
 
@@ -520,9 +551,9 @@ def decode_greedy(
                 if not g.done[b]:
                     scores = _Scores(hidden=out[b], head=head) if head is not None else _Scores(logits=out[b])
                     g.step(b, rows, scores, keep)
-                    if on_tokens is not None and len(g.out[b]) > reported[b]:
-                        on_tokens(b, g.out[b][reported[b]:])
-                        reported[b] = len(g.out[b])
+                    if on_tokens is not None and g.committed(b) > reported[b]:
+                        on_tokens(b, g.out[b][reported[b]:g.committed(b)])
+                        reported[b] = g.committed(b)
         total = time.perf_counter() - t0
     if g.outputs is not None:
         for ids in g.out:
