@@ -33,7 +33,7 @@ def _protected(word: str) -> bool:
 
 
 def _codebase(rng: random.Random) -> str:
-    return "global" if rng.random() < 0.15 else f"{rng.getrandbits(32):08x}"
+    return "global" if rng.random() < 0.25 else f"{rng.getrandbits(32):08x}"
 
 
 def _uuid(rng: random.Random) -> str:
