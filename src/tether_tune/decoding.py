@@ -551,9 +551,9 @@ def decode_greedy(
                 if not g.done[b]:
                     scores = _Scores(hidden=out[b], head=head) if head is not None else _Scores(logits=out[b])
                     g.step(b, rows, scores, keep)
-                    if on_tokens is not None and g.committed(b) > reported[b]:
-                        on_tokens(b, g.out[b][reported[b]:g.committed(b)])
-                        reported[b] = g.committed(b)
+                    if on_tokens is not None and (final := g.committed(b)) > reported[b]:
+                        on_tokens(b, g.out[b][reported[b]:final])
+                        reported[b] = final
         total = time.perf_counter() - t0
     if g.outputs is not None:
         for ids in g.out:
