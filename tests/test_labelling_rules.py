@@ -4,6 +4,7 @@ mix, with the template-held-out split), so a new frame or clause that breaks one
 from __future__ import annotations
 
 import collections
+import difflib
 import re
 
 import pytest
@@ -18,9 +19,26 @@ REQUEST_VERB = re.compile(r"^(please |can you |could you )?(create|make|add|open
                           r"new)( me)? (a |an |the )?(new )?(task|ticket)\b", re.I)
 TELL_VERB = re.compile(r"^(please )?(tell|ask|let|ping|message|send|dm|notify|remind|relay|forward|say to)\b", re.I)
 URGENCY = re.compile(r"\b(urgent|asap|critical|high priority|low priority|top priority|no rush)\b", re.I)
-# "priority 7", "prio: 7", "p7", "urgency seven", "7 on the priority scale"
+# "priority 7", "prio: 7", "p7", "urgency seven"; and "7 on the priority scale" (priority_said)
 NUMBER = r"(10|\d|zero|one|two|three|four|five|six|seven|eight|nine|ten)"
-PRIORITY_SAID = re.compile(rf"\b(priority|prio|p|urgency)\s*(level\s*|to\s*)?:?\s*{NUMBER}\b|\b{NUMBER} on the priority scale", re.I)
+PRIORITY_SAID = re.compile(rf"\b(priority|prio|p|urgency)\s*(level\s*|to\s*)?:?\s*{NUMBER}\b", re.I)
+NUMBER_WORD = re.compile(rf"^{NUMBER}$", re.I)
+
+
+def _near(word: str, target: str) -> bool:
+    return difflib.SequenceMatcher(None, word.lower(), target).ratio() >= (0.5 if len(target) < 4 else 0.75)
+
+
+def priority_said(request: str) -> bool:
+    """A priority stated as a number: "priority 7" and its forms, or "7 on the priority scale" as a spoken or typed
+    request may say it, with a filler inside ("zero on the priority er scale") or a typo in a word ("7 on the
+    priority sale": words near the form's count)."""
+    if PRIORITY_SAID.search(request):
+        return True
+    words = [w for w in re.findall(r"[\w-]+", request) if w.lower() not in ("uh", "um", "er")]
+    form = ("on", "the", "priority", "scale")
+    return any(NUMBER_WORD.match(w) and len(words) > k + 4 and all(_near(a, b) for a, b in zip(words[k + 1 :], form))
+               for k, w in enumerate(words))
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +72,7 @@ def test_rule_2_urgency_without_a_number_sets_no_priority(examples):
     urgent = [(ex, c) for ex, c in _calls(examples, "create_task") if URGENCY.search(ex.request)]
     assert len(urgent) >= 50  # the rule is taught, not just absent
     for ex, c in _calls(examples, "create_task"):
-        said = PRIORITY_SAID.search(ex.request)
+        said = priority_said(ex.request)
         if "priority" in c.arguments and len(ex.calls) == 1:
             assert said, ex.request
         if "priority" not in c.arguments and len(ex.calls) == 1:
