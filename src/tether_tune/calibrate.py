@@ -5,7 +5,9 @@ That choice is where a model trained mostly on calls over-calls. The *margin* of
 ``<start_function_call>`` minus the best other score the grammar allows at that position (one forward, no
 decoding); greedy calls a tool when the margin is above 0. Calibration picks the bias added to the call score
 (``decoding.decode_greedy(call_bias=...)``) that makes the most validation decisions right — calls on requests
-whose gold answer is a call, words on the others — preferring the bias closest to 0 among equals.
+whose gold answer is a call, words on the others — preferring the bias closest to 0 among equals, among the biases
+whose words answers are at least 90% right (``MIN_WORDS_PRECISION``, the goal's no-call precision): right
+decisions are never bought with words where a call was due.
 
 The same decision comes again after each call: right after ``<end_function_call>`` the model chooses between
 another ``<start_function_call>`` and ``<start_function_response>`` (the end of the calls; the grammar allows
@@ -95,13 +97,28 @@ def next_call_margins(predictor: Any, examples: Sequence[Example], batch_size: i
     return margins, more
 
 
-def choose_call_bias(margins: Sequence[float | None], is_call: Sequence[bool], limit: float = 10.0) -> tuple[float, dict[str, Any]]:
+#: The goal's floor on no-call precision: of the requests the model answers in words, at least this share must be
+#: requests no tool serves. Calibration never trades it away for more right decisions.
+MIN_WORDS_PRECISION = 0.9
+
+
+def choose_call_bias(margins: Sequence[float | None], is_call: Sequence[bool], limit: float = 10.0,
+                     min_words_precision: float | None = None) -> tuple[float, dict[str, Any]]:
     """The bias b (|b| <= ``limit``) that makes the most decisions right (call iff margin + b > 0), the one
-    closest to 0 among equals; with the decision counts before and after."""
+    closest to 0 among equals; with the decision counts before and after.
+
+    With ``min_words_precision``, only biases whose words answers are at least that share right count (requests
+    where no call is possible, margin ``None``, are words answers at every bias); where no bias reaches it, the
+    one with the highest such precision."""
     pairs = [(m, c) for m, c in zip(margins, is_call) if m is not None]
+    forced = [c for m, c in zip(margins, is_call) if m is None]  # words at every bias
 
     def right(b: float) -> int:
         return sum((m + b > 0) == c for m, c in pairs)
+
+    def words_precision(b: float) -> float | None:
+        words = [c for m, c in pairs if not m + b > 0] + forced
+        return sum(not c for c in words) / len(words) if words else None
 
     # Decisions change only where -margin crosses b: try 0 and a point just past each crossing.
     candidates = {0.0}
@@ -109,26 +126,34 @@ def choose_call_bias(margins: Sequence[float | None], is_call: Sequence[bool], l
         for b in (-m + 1e-3, -m - 1e-3):
             if abs(b) <= limit:
                 candidates.add(round(b, 4))
-    best = max(sorted(candidates, key=abs), key=right)  # max keeps the first (closest to 0) of equals
+    ordered = sorted(candidates, key=abs)  # max() keeps the first (closest to 0) of equals
+    if min_words_precision is None:
+        best = max(ordered, key=right)
+    else:
+        precision = {b: 1.0 if words_precision(b) is None else words_precision(b) for b in ordered}
+        feasible = [b for b in ordered if precision[b] >= min_words_precision]
+        best = max(feasible, key=right) if feasible else max(ordered, key=lambda b: (precision[b], right(b)))
 
-    def counts(b: float) -> dict[str, int]:
+    def counts(b: float) -> dict[str, Any]:
         calls = [(m + b > 0) for m, _ in pairs]
         return {
             "right": right(b),
             "calls_on_call_requests": sum(d and c for d, (_, c) in zip(calls, pairs)),
             "words_on_words_requests": sum((not d) and (not c) for d, (_, c) in zip(calls, pairs)),
+            "words_precision": words_precision(b),
         }
 
     n_call = sum(c for _, c in pairs)
     stats = {"examples": len(pairs), "call_requests": n_call, "words_requests": len(pairs) - n_call,
-             "no_call_possible": len(margins) - len(pairs), "before": counts(0.0), "after": counts(best)}
+             "no_call_possible": len(margins) - len(pairs), "min_words_precision": min_words_precision,
+             "before": counts(0.0), "after": counts(best)}
     return best, stats
 
 
 def calibrate(predictor: Any, examples: Sequence[Example], batch_size: int = 8) -> tuple[float, dict[str, Any]]:
     """The call bias for ``predictor`` chosen on ``examples`` (their gold: a call or words)."""
     margins = call_margins(predictor, [ex.request for ex in examples], batch_size)
-    return choose_call_bias(margins, [bool(ex.calls) for ex in examples])
+    return choose_call_bias(margins, [bool(ex.calls) for ex in examples], min_words_precision=MIN_WORDS_PRECISION)
 
 
 def calibrate_next_call(predictor: Any, examples: Sequence[Example], batch_size: int = 8) -> tuple[float, dict[str, Any]]:
@@ -150,8 +175,10 @@ def calibrate_run_info(info: Any, predictor: Any, examples: Sequence[Example], v
     info.call_bias, info.call_calibration = bias, {**stats, "val_file": str(val_file)}
     more, more_stats = calibrate_next_call(predictor, examples, batch_size)
     info.next_call_bias, info.next_call_calibration = more, {**more_stats, "val_file": str(val_file)}
+    precision = stats["after"]["words_precision"]
     return (f"call-or-words bias {bias:+.3f}: {stats['before']['right']} -> {stats['after']['right']} of "
-            f"{stats['examples']} decisions right on {val_file}\n"
+            f"{stats['examples']} decisions right on {val_file} (words answers right: "
+            f"{'none given' if precision is None else f'{precision:.1%}'}; floor {MIN_WORDS_PRECISION:.0%})\n"
             f"another-call-or-end bias {more:+.3f}: {more_stats['before']['right']} -> {more_stats['after']['right']} "
             f"of {more_stats['decisions']} decisions right")
 
