@@ -673,3 +673,40 @@ TWINS: dict[str, list[str]] = {
     "get_session_history": ["^show the message history of sessions {ids}.", "^get the history of {ids}.",
                             "^pull the messages from sessions {ids}."],
 }
+
+# --------------------------------------------------------------------------------------------------------------
+# Phrasings for the confusions left on validation (appended: the ids above keep their numbers). "What was said in
+# session X" is the message history, not a playback; "what's on the board" is the task list; actions on the
+# whole team or on many tasks at once are no tool's.
+# --------------------------------------------------------------------------------------------------------------
+
+FRAMES["get_session_history"] += [
+    "What did they say in session {session_id}?",
+    "^show me what was said in session {session_id}.",
+    "What was discussed in session {session_id}?",
+    "Who said what in session {session_id}?",
+    "^get me the messages exchanged in session {session_id}.",
+    "What did the agent write in session {session_id}?",
+    "^show me everything the agent said in {session_id}.",
+    "^let me read the messages of session {session_id}.",
+    "What were the messages in {session_id}?",
+    "^show the back-and-forth in session {session_id}.",
+]
+FRAMES["list_tasks"] += [
+    "What's on the task board{opts}?",
+    "^show me the board{opts}.",
+    "What's in the queue{opts}?",
+    "^check the board{opts}.",
+    "What's on the agenda{opts}?",
+]
+NO_CALL["unsupported"] += [
+    ("^order lunch for the team.", CANT),
+    ("^buy coffee for the {agent}.", CANT),
+    ("^book a flight for the team lead.", CANT),
+    ("^send flowers to the team.", CANT),
+    ("^plan the team offsite.", CANT),
+    ("^delete all failed tasks.", CANT),
+    ("^archive all completed tasks.", CANT),
+    ("^clear out the finished tasks.", CANT),
+    ("^sort the tasks by priority and email them to me.", CANT),
+]
