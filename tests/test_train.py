@@ -192,6 +192,64 @@ def test_prefix_without_gradient_keeps_the_loss_and_drops_only_the_prefix_path(t
     assert torch.nn.functional.cosine_similarity(full, partial, dim=0) > 0.5
 
 
+def test_prefix_reuse_recomputes_every_n_batches_and_keeps_what_it_computed(tiny_model_dir, files, tools):
+    """--prefix_refresh 3: the first batch computes the developer turn, the next two reuse it (their loss is the
+    loss with the older adapters' developer turn, not the current one's), the fourth computes it afresh; a batch's
+    own keys never stay in the stored prefix; validation (eval mode) always computes it afresh."""
+    from tether_tune.trainer import PrefixReuse
+
+    model, tok, enc = _lora_batch(tiny_model_dir, files, tools)
+    model.train()
+    batch = PadCollator(tok.pad_token_id, share_prefix=True)(as_rows(enc))
+    lora = [p for n, p in model.named_parameters() if "lora_B" in n]
+    reuse = PrefixReuse(3)
+
+    def loss(reuse=None):
+        with torch.no_grad():
+            return supervised_loss(model, batch, prefix_grad=False, reuse=reuse)[0]
+
+    first = loss(reuse)  # computes (refresh 1)
+    assert torch.allclose(first, loss(), atol=1e-6) and reuse.refreshes == 1
+    old = [p.detach().clone() for p in lora]
+    with torch.no_grad():  # an optimizer update
+        for p in lora:
+            p.add_(0.5 * torch.randn_like(p))
+    exact = loss()
+    stale = loss(reuse)  # reused: the developer turn of the old adapters, the rest of the new
+    assert reuse.refreshes == 1 and not torch.allclose(stale, exact, atol=1e-4)
+    with torch.no_grad():  # what it must be: the old adapters' developer turn, by hand
+        new = [p.detach().clone() for p in lora]
+        for p, o in zip(lora, old):
+            p.copy_(o)
+        by_hand = PrefixReuse(2)
+        loss(by_hand)
+        for p, n in zip(lora, new):
+            p.copy_(n)
+    assert torch.allclose(stale, loss(by_hand), atol=1e-6) and by_hand.refreshes == 1
+    assert torch.allclose(loss(reuse), stale, atol=1e-6) and reuse.refreshes == 1  # the third batch: the same prefix
+    assert torch.allclose(loss(reuse), exact, atol=1e-6) and reuse.refreshes == 2  # the fourth: afresh
+    model.eval()
+    assert torch.allclose(loss(PrefixReuse(3)), exact, atol=1e-6)
+    with torch.no_grad():  # eval mode never reuses: after another update, validation sees the current adapters
+        for p in lora:
+            p.add_(0.5 * torch.randn_like(p))
+    assert not torch.allclose(loss(reuse), exact, atol=1e-4) and reuse.refreshes == 2
+    model.train()  # training again: the stored (older) developer turn, not the current adapters'
+    assert not torch.allclose(loss(reuse), loss(), atol=1e-4) and reuse.refreshes == 2
+    with pytest.raises(ValueError):
+        PrefixReuse(0)
+
+
+def test_train_config_refuses_prefix_refresh_with_prefix_gradient():
+    from tether_tune.config import ConfigError
+    from tether_tune.train import TrainConfig
+
+    for kwargs in ({"prefix_refresh": 0}, {"prefix_refresh": 4}, {"prefix_refresh": 4, "share_prefix": False, "prefix_grad": False}):
+        with pytest.raises(ConfigError, match="prefix_refresh"):
+            TrainConfig(train_file=str(ROOT / "training_examples.jsonl"), output_dir="o", **kwargs).validate()
+    TrainConfig(train_file=str(ROOT / "training_examples.jsonl"), output_dir="o", prefix_grad=False, prefix_refresh=4).validate()
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_row_cross_entropy_equals_torch_s(dtype):
     """RowCrossEntropy: F.cross_entropy's per-row values and gradients (weighted rows, a row count that is not a

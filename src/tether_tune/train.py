@@ -91,6 +91,11 @@ class TrainConfig:
         "help": "with --share_prefix, back-propagate through the shared developer turn too; --no-prefix_grad runs it "
                 "without gradient: the same loss, a gradient without the path through its keys and values, and less "
                 "training time (1591 s instead of 1716 s for 312 steps at batch 8, measured)"})
+    prefix_refresh: int = field(default=1, metadata={
+        "help": "with --no-prefix_grad: compute the shared developer turn's keys and values once every N training "
+                "batches and reuse them in between (1: every batch, the exact loss). N > 1 is an approximation: a "
+                "batch sees the developer turn as adapters up to N-1 updates old computed it. It saves most of the "
+                "developer turn's forward, about a fifth of a step at batch 8 (make main uses 4; README)"})
     compile: bool = field(default=False, metadata={
         "help": "torch.compile the step's element-wise parts (the norms, the MLPs, the shared-prefix attention's "
                 "mask and softmax; dynamic shapes): the same loss, a 1.17x faster step on the main job's batches "
@@ -125,6 +130,11 @@ class TrainConfig:
         if not 0 <= self.eval_delay < self.epochs:
             raise ConfigError(f"--eval_delay {self.eval_delay}: must be at least 0 and below --epochs "
                               f"({self.epochs}), or no validation pass would run")
+        if self.prefix_refresh < 1:
+            raise ConfigError(f"--prefix_refresh {self.prefix_refresh}: must be at least 1 (1: every batch)")
+        if self.prefix_refresh > 1 and (self.prefix_grad or not self.share_prefix):
+            raise ConfigError(f"--prefix_refresh {self.prefix_refresh} reuses the shared developer turn computed "
+                              "without gradient: add --share_prefix --no-prefix_grad, or use --prefix_refresh 1")
         if self.max_seq_length is not None and self.max_seq_length < 16:
             raise ConfigError("--max_seq_length is far too small")
         if not self.lora_target_modules:

@@ -158,7 +158,7 @@ def decision_weights(labels: Any, keep: Any, weight: float) -> Any:
 
 
 def supervised_loss(model: Any, batch: dict[str, Any], num_items: Any = None, decision_weight: float = 1.0,
-                    prefix_grad: bool = True) -> tuple[Any, int]:
+                    prefix_grad: bool = True, reuse: "PrefixReuse | None" = None) -> tuple[Any, int]:
     """Cross-entropy on the model turn only, with logits computed only where there is a label.
 
     The model's ``logits_to_keep`` takes the boolean (batch, seq) mask of positions whose next token is supervised
@@ -166,10 +166,11 @@ def supervised_loss(model: Any, batch: dict[str, Any], num_items: Any = None, de
     of a step's cost. Returns (loss, number of supervised tokens). With ``num_items`` (the Trainer's count over all
     accumulated micro-batches) the sum is divided by it, so gradient accumulation weighs every token equally.
     ``decision_weight`` (``--decision_weight``) weighs the decision tokens (:func:`decision_weights`); 1 is the
-    plain loss. ``prefix_grad`` (``--prefix_grad``): see :func:`shared_prefix_loss`.
+    plain loss. ``prefix_grad`` (``--prefix_grad``) and ``reuse`` (``--prefix_refresh``): see
+    :func:`shared_prefix_loss`.
     """
     if "prefix_ids" in batch:
-        return shared_prefix_loss(model, batch, num_items, decision_weight, prefix_grad)
+        return shared_prefix_loss(model, batch, num_items, decision_weight, prefix_grad, reuse)
     keep, targets = _next_token_keep(batch["labels"])
     weights = decision_weights(batch["labels"], keep, decision_weight)
     out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], logits_to_keep=keep, use_cache=False)
@@ -181,8 +182,46 @@ def unwrap_ddp(model: Any) -> Any:
     return model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model
 
 
+class PrefixReuse:
+    """``--prefix_refresh N``: the shared developer turn's keys and values, computed without gradient once every
+    ``N`` training batches and reused by the batches in between.
+
+    The developer turn (the 8 declarations, about 680 tokens) is the same in every batch; without gradient through
+    it (``--no-prefix_grad``) its forward is a constant of each step, about a fifth of a step's time at batch 8.
+    Reusing it is an approximation, unlike the step's other levers: a batch up to ``N - 1`` updates after a
+    refresh sees the developer turn as the older adapters computed it (at inference the current ones do). The
+    learning rate decays to 0 at the end of training, where the adapters barely move between refreshes. ``N = 1``
+    recomputes it every batch: the exact loss. Validation passes always compute it afresh."""
+
+    def __init__(self, every: int):
+        if every < 1:
+            raise ValueError(f"prefix refresh every {every} batches: must be at least 1")
+        self.every = every
+        self.refreshes = 0
+        self._ids: Any = None
+        self._cache: Any = None
+        self._uses = 0
+
+    def cache(self, decoder: Any, prefix: Any) -> Any:
+        """A cache holding the developer turn's keys and values for this batch: the stored one while it is younger
+        than ``every`` batches and was computed for the same ids, else a fresh one (without gradient)."""
+        fresh = (self._cache is None or self._uses >= self.every or self._ids is None
+                 or self._ids.shape != prefix.shape or not torch.equal(self._ids, prefix))
+        if fresh:
+            with torch.no_grad():
+                out = decoder(input_ids=prefix, attention_mask=torch.ones_like(prefix), use_cache=True)
+            self._ids, self._cache, self._uses = prefix.clone(), out.cache, 0
+            self.refreshes += 1
+        self._uses += 1
+        # The batch's forward appends its own keys and values to each layer: hand it copies of the layers, so that
+        # the stored prefix stays as it was computed.
+        cache = copy.copy(self._cache)
+        cache.layers = [copy.copy(layer) for layer in self._cache.layers]
+        return cache
+
+
 def shared_prefix_loss(model: Any, batch: dict[str, Any], num_items: Any = None, decision_weight: float = 1.0,
-                       prefix_grad: bool = True) -> tuple[Any, int]:
+                       prefix_grad: bool = True, reuse: PrefixReuse | None = None) -> tuple[Any, int]:
     """The same loss as :func:`supervised_loss` on the full sequences, computing the shared prefix once.
 
     The developer turn (P ≈ 675 tokens with the 8 declarations) is run once, with gradient, through the decoder
@@ -201,6 +240,9 @@ def shared_prefix_loss(model: Any, batch: dict[str, Any], num_items: Any = None,
     gradient hooks (on the parameters, not on the forward) still fire once per parameter with the gradient of
     both forwards summed, because autograd accumulates a leaf's gradient before calling its hook. Tested against a
     single process in ``tests/test_distributed.py``.
+
+    ``reuse`` (a :class:`PrefixReuse`, ``--prefix_refresh``; with ``prefix_grad=False`` and in training only):
+    the developer turn's keys and values come from it, recomputed only every few batches.
     """
     prefix = batch["prefix_ids"]  # (1, P)
     ids, mask = batch["input_ids"], batch["attention_mask"]  # (B, S)
@@ -208,9 +250,12 @@ def shared_prefix_loss(model: Any, batch: dict[str, Any], num_items: Any = None,
     p = prefix.shape[1]
     inner = unwrap_ddp(model)
     decoder = inner.get_decoder()  # the prefix carries no loss: its hidden states need no head
-    with torch.set_grad_enabled(prefix_grad and torch.is_grad_enabled()):
-        out = decoder(input_ids=prefix, attention_mask=torch.ones_like(prefix), use_cache=True)
-    cache = out.cache
+    if reuse is not None and not prefix_grad and inner.training:
+        cache = reuse.cache(decoder, prefix)
+    else:
+        with torch.set_grad_enabled(prefix_grad and torch.is_grad_enabled()):
+            out = decoder(input_ids=prefix, attention_mask=torch.ones_like(prefix), use_cache=True)
+        cache = out.cache
     for layer in cache.layers:
         layer.keys = layer.keys.expand(b, -1, -1, -1)  # (B, heads, P, head_dim), a view
         layer.values = layer.values.expand(b, -1, -1, -1)
@@ -458,8 +503,9 @@ class CallTrainer(Trainer):
     counter, a stop on a non-finite loss, and exact-call accuracy in every validation pass."""
 
     def __init__(self, *args: Any, probe: AccuracyProbe | None = None, decision_weight: float = 1.0,
-                 prefix_grad: bool = True, bf16: bool = False, **kwargs: Any):
+                 prefix_grad: bool = True, prefix_refresh: int = 1, bf16: bool = False, **kwargs: Any):
         super().__init__(*args, **kwargs)
+        self.reuse = PrefixReuse(prefix_refresh) if prefix_refresh > 1 and not prefix_grad else None
         self.bf16 = bf16
         self.probe = probe
         self.decision_weight = decision_weight
@@ -475,7 +521,7 @@ class CallTrainer(Trainer):
         # (benchmarks/bench_train_step.py --levers). The loss upcasts the bf16 logits itself, exactly.
         device_type = self.args.device.type
         with torch.autocast(device_type, dtype=torch.bfloat16, enabled=self.bf16):
-            loss, n = supervised_loss(model, inputs, num_items_in_batch, weight, self.prefix_grad)
+            loss, n = supervised_loss(model, inputs, num_items_in_batch, weight, self.prefix_grad, self.reuse)
         if model.training:  # tokens of the examples (a shared prefix counts once per example it serves)
             prefix = inputs["prefix_ids"].shape[1] * inputs["input_ids"].shape[0] if "prefix_ids" in inputs else 0
             self.counter["tokens"] += int(inputs["attention_mask"].sum()) + prefix
@@ -608,6 +654,7 @@ def build_trainer(cfg: Any, model: Any, tokenizer: Any, train_enc: list[Encoded]
         probe=probe if has_val else None,
         decision_weight=cfg.decision_weight,
         prefix_grad=cfg.prefix_grad,
+        prefix_refresh=getattr(cfg, "prefix_refresh", 1),
         bf16=use_bf16(cfg),
     )
     trainer.remove_callback(ProgressCallback)
