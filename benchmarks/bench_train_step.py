@@ -28,7 +28,8 @@ levers to ours, each keeping the ones above it:
 
 With ``--compiled_on``, the main job's step plain and compiled (``--compile``) on real training batches from the
 shortest to the longest, alternating, and their ratio: the one-batch ``--levers`` line flatters compilation
-(its batch is short, where the element-wise share of a step is largest).
+(its batch is short, where the element-wise share of a step is largest). A third timing per batch is the compiled
+step with the developer turn reused (``--prefix_refresh``, 4: computed every 4th batch, as the main job trains).
 """
 
 from __future__ import annotations
@@ -93,6 +94,8 @@ def main() -> int:
     ap.add_argument("--skip_naive", action="store_true", help="leave out the (slow) naive variant")
     ap.add_argument("--levers", action="store_true", help="time the main job's step lever by lever instead "
                     "(batch 8 by default; see above)")
+    ap.add_argument("--prefix_refresh", type=int, default=4, help="with --compiled_on: also time the compiled step "
+                    "with the developer turn computed every N-th batch and reused between (the main job's 4)")
     ap.add_argument("--compiled_on", metavar="TRAIN_JSONL", help="instead: the main job's step plain and with "
                     "--compile, alternating, on 7 batches of real training data from TRAIN_JSONL spanning its "
                     "lengths (e.g. runs/main/data/codetether.train.jsonl, written by make main)")
@@ -281,28 +284,35 @@ def compiled_on(args) -> int:
                for i in range(0, len(rows) - batch_size + 1, batch_size)]
     batches = [batches[round(i * (len(batches) - 1) / 6)] for i in range(7)]
 
-    def step(batch, compiled: bool) -> float:
+    reuse = T.PrefixReuse(args.prefix_refresh)  # one for the whole run: a refresh every N-th batch, as in training
+
+    def step(batch, compiled: bool, reused: bool = False) -> float:
         if compiled:
             T.compile_step(model)
         t = time.perf_counter()
         with torch.autocast("cpu", dtype=torch.bfloat16):
-            loss, _ = T.supervised_loss(model, batch, prefix_grad=False)
+            loss, _ = T.supervised_loss(model, batch, prefix_grad=False, reuse=reuse if reused else None)
         loss.backward()
         model.zero_grad(set_to_none=True)
         T.uncompile_step(model)
         return time.perf_counter() - t
 
     for batch in batches:  # warm-up: compiles (about 30 s) and touches every shape once
-        step(batch, True), step(batch, False)
-    total = {False: 0.0, True: 0.0}
+        step(batch, True), step(batch, False), step(batch, True, True)
+    total = {"plain": 0.0, "compiled": 0.0, "reused": 0.0}
     for _ in range(2):
         for batch in batches:
-            plain, compiled = step(batch, False), step(batch, True)
-            total[False] += plain
-            total[True] += compiled
+            plain, compiled, reused = step(batch, False), step(batch, True), step(batch, True, True)
+            total["plain"] += plain
+            total["compiled"] += compiled
+            total["reused"] += reused
             print(f"batch {tuple(batch['input_ids'].shape)} after the prefix: plain {plain:.2f} s, "
-                  f"compiled {compiled:.2f} s, {plain / compiled:.2f}x")
-    print(f"all: plain {total[False]:.1f} s, compiled {total[True]:.1f} s: {total[False] / total[True]:.2f}x")
+                  f"compiled {compiled:.2f} s, {plain / compiled:.2f}x; + prefix reused {reused:.2f} s")
+    print(f"all: plain {total['plain']:.1f} s, compiled {total['compiled']:.1f} s: "
+          f"{total['plain'] / total['compiled']:.2f}x")
+    print(f"compiled, the developer turn computed every {args.prefix_refresh}th batch (--prefix_refresh "
+          f"{args.prefix_refresh}, {reuse.refreshes} refreshes in {len(batches) * 3} batches): {total['reused']:.1f} s, "
+          f"{total['compiled'] / total['reused']:.2f}x the compiled step")
     return 0
 
 
