@@ -130,7 +130,7 @@ def choose_call_bias(margins: Sequence[float | None], is_call: Sequence[bool], l
     if min_words_precision is None:
         best = max(ordered, key=right)
     else:
-        precision = {b: 1.0 if words_precision(b) is None else words_precision(b) for b in ordered}
+        precision = {b: 1.0 if (q := words_precision(b)) is None else q for b in ordered}  # none given: 1
         feasible = [b for b in ordered if precision[b] >= min_words_precision]
         best = max(feasible, key=right) if feasible else max(ordered, key=lambda b: (precision[b], right(b)))
 

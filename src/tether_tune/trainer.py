@@ -182,6 +182,12 @@ def unwrap_ddp(model: Any) -> Any:
     return model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model
 
 
+def _prefix_cache(decoder: Any, prefix: Any) -> Any:
+    """The developer turn through the decoder alone (it carries no loss: no head), into a KV cache of shape
+    (1, heads, P, head_dim) per layer."""
+    return decoder(input_ids=prefix, attention_mask=torch.ones_like(prefix), use_cache=True).cache
+
+
 class PrefixReuse:
     """``--prefix_refresh N``: the shared developer turn's keys and values, computed without gradient once every
     ``N`` training batches and reused by the batches in between.
@@ -205,12 +211,9 @@ class PrefixReuse:
     def cache(self, decoder: Any, prefix: Any) -> Any:
         """A cache holding the developer turn's keys and values for this batch: the stored one while it is younger
         than ``every`` batches and was computed for the same ids, else a fresh one (without gradient)."""
-        fresh = (self._cache is None or self._uses >= self.every or self._ids is None
-                 or self._ids.shape != prefix.shape or not torch.equal(self._ids, prefix))
-        if fresh:
+        if self._cache is None or self._uses >= self.every or not torch.equal(self._ids, prefix):
             with torch.no_grad():
-                out = decoder(input_ids=prefix, attention_mask=torch.ones_like(prefix), use_cache=True)
-            self._ids, self._cache, self._uses = prefix.clone(), out.cache, 0
+                self._ids, self._cache, self._uses = prefix.clone(), _prefix_cache(decoder, prefix), 0
             self.refreshes += 1
         self._uses += 1
         # The batch's forward appends its own keys and values to each layer: hand it copies of the layers, so that
@@ -254,8 +257,7 @@ def shared_prefix_loss(model: Any, batch: dict[str, Any], num_items: Any = None,
         cache = reuse.cache(decoder, prefix)
     else:
         with torch.set_grad_enabled(prefix_grad and torch.is_grad_enabled()):
-            out = decoder(input_ids=prefix, attention_mask=torch.ones_like(prefix), use_cache=True)
-        cache = out.cache
+            cache = _prefix_cache(decoder, prefix)
     for layer in cache.layers:
         layer.keys = layer.keys.expand(b, -1, -1, -1)  # (B, heads, P, head_dim), a view
         layer.values = layer.values.expand(b, -1, -1, -1)
