@@ -10,11 +10,19 @@ import pytest
 import torch
 
 from tether_tune import cli
-from tether_tune.calibrate import START_RESPONSE_ID, call_margins, choose_call_bias, next_call_margins
+from tether_tune.calibrate import (
+    MIN_OPEN_ID_DECISIONS,
+    START_RESPONSE_ID,
+    call_margins,
+    choose_call_bias,
+    choose_next_call_biases,
+    next_call_margins,
+)
+from tether_tune.constrain import open_ids
 from tether_tune.data import Example
 from tether_tune.decoding import END_CALL_ID, START_CALL_ID, decode_greedy, first_token_logits, repeated_call
 from tether_tune.format import Call
-from tether_tune.predict import Predictor
+from tether_tune.predict import Predictor, read_prediction
 
 REQUESTS = ["cancel task 3f2a9c1e-7b4d-4e8f-9a6b-0c1d2e3f4a5b please", "thanks, that's all", "list the failed tasks",
             "what's the weather like"]
@@ -106,8 +114,9 @@ def test_next_call_margin_is_call_minus_end_after_each_gold_call(predictor: Pred
     score minus the <start_function_response> score of a plain forward over the whole sequence."""
     from tether_tune.encode import encode_example
 
-    margins, more = next_call_margins(predictor, [TWO, Example("hi", text="Hello!"), ONE])
+    margins, more, open_ = next_call_margins(predictor, [TWO, Example("hi", text="Hello!"), ONE])
     assert more == [True, False, False]  # two calls then one: another call, the end, the end
+    assert open_ == [True, False, False]  # after TWO's first call its second id is still unused
     direct = []
     for ex in (TWO, ONE):
         enc = encode_example(predictor.tokenizer, ex, predictor.tools)
@@ -117,6 +126,34 @@ def test_next_call_margin_is_call_minus_end_after_each_gold_call(predictor: Pred
                    for t, tok in enumerate(enc.input_ids) if tok == END_CALL_ID and enc.labels[t] != -100]
     assert margins == pytest.approx(direct, abs=1e-3)
     assert margins == pytest.approx(next_call_margins(predictor, [TWO])[0] + next_call_margins(predictor, [ONE])[0], abs=1e-3)
+
+
+def test_open_ids_are_the_request_ids_no_call_has_used():
+    request = "cancel 3f2a9c1e-7b4d-4e8f-9a6b-0c1d2e3f4a5b and tell builder that task-42a is done"
+    assert open_ids(request, "") == ["3f2a9c1e-7b4d-4e8f-9a6b-0c1d2e3f4a5b", "task-42a"]
+    said = "<start_function_call>call:cancel_task{task_id:<escape>3f2a9c1e-7b4d-4e8f-9a6b-0c1d2e3f4a5b<escape>}"
+    assert open_ids(request, said) == ["task-42a"]
+    # an id inside a message is used too: no further call is owed for it
+    assert open_ids(request, said + "call:send_message{message:<escape>task-42a is done<escape>}") == []
+    assert open_ids("list the failed tasks", "") == []  # plain words are never ids
+
+
+def test_decisions_with_an_id_left_open_get_their_own_bias():
+    """Open decisions (another call due at margins -1.3..-0.1) and the others (end due above -0.5, another call
+    below): one bias cannot serve both, two do; with too few open decisions, one bias for all."""
+    n = MIN_OPEN_ID_DECISIONS
+    open_m = [-1.3 + 0.1 * i for i in range(n)]
+    rest_m, rest_more = [-0.4, -0.3, -0.2, -2.0], [False, False, False, False]
+    bias, open_bias, stats = choose_next_call_biases(open_m + rest_m, [True] * n + rest_more,
+                                                     [True] * n + [False] * 4)
+    assert 1.3 < open_bias < 1.4 and bias == 0.0  # every open decision another call; the rest keep ending
+    assert stats["after"]["right"] == n + 4 and stats["open_id"]["decisions"] == n
+    assert stats["decisions"] == n + 4 and stats["no_open_id"]["after"]["right"] == 4
+    single, _ = choose_call_bias(open_m + rest_m, [True] * n + rest_more)
+    assert choose_call_bias(open_m + rest_m, [True] * n + rest_more)[1]["after"]["right"] < n + 4  # one bias: fewer
+    few = choose_next_call_biases(open_m[: n - 1] + rest_m, [True] * (n - 1) + rest_more,
+                                  [True] * (n - 1) + [False] * 4)
+    assert few[1] is None and few[0] == choose_call_bias(open_m[: n - 1] + rest_m, [True] * (n - 1) + rest_more)[0]
 
 
 @pytest.mark.parametrize("sign", [+1, -1])
@@ -132,6 +169,50 @@ def test_a_next_call_bias_past_the_margin_decides_another_call(predictor: Predic
     out = biased.predict(ONE.request).raw
     assert out.startswith(prefix)
     assert out[len(prefix):].startswith("<start_function_call>" if sign > 0 else "<start_function_response>")
+
+
+def test_the_open_id_bias_is_the_bias_while_an_id_of_the_request_is_unused(predictor: Predictor):
+    """Right after a call that cancelled A: "cancel A and B" still has B open (open_id_bias), "cancel A" has
+    nothing open (next_call_bias); without an open_id_bias, next_call_bias after every call."""
+    from tether_tune.decoding import _Greedy
+    from tether_tune.format import render_calls
+    from tether_tune.tokenizer import decode
+
+    a = TWO.calls[0].arguments["task_id"]
+    said = predictor.tokenizer.encode(render_calls(TWO.calls[:1]).replace("<start_function_response>", ""),
+                                      add_special_tokens=False)
+    assert said[-1] == END_CALL_ID
+    g = _Greedy([[1], [1]], predictor.stop_ids, 10, None, 0, None, [TWO.request, f"cancel {a}"], 0.0, -50.0,
+                open_id_bias=50.0, decode=lambda ids: decode(predictor.tokenizer, ids))
+    g.out = [list(said), list(said)]
+    assert (g.after_call_bias(0), g.after_call_bias(1)) == (50.0, -50.0)
+    g.open_id_bias = None
+    assert (g.after_call_bias(0), g.after_call_bias(1)) == (-50.0, -50.0)
+
+
+@pytest.mark.parametrize("speculate", [0, 8])
+def test_an_open_id_decides_another_call_in_decoding(predictor: Predictor, tools: list[dict], speculate: int):
+    """Cancel calls only (tool_choice), "another call?" decided no (next_call_bias -50) except while an id is open
+    (open_id_bias +50). "cancel A and B": without open_id_bias one call and the end; with it, a second call is
+    decoded (the tiny model cancels A again; the repeat is dropped, so only the extra forwards show it). "cancel A":
+    the same decoding either way."""
+    from tether_tune.constrain import ToolCallConstraint
+    from tether_tune.tokenizer import decode
+
+    cancel = ToolCallConstraint(predictor.tokenizer, tools, grounded=True, tool_choice="cancel_task")
+
+    def run(request: str, open_id_bias: float | None) -> tuple[list[int], float]:
+        suffix = predictor.suffix(request)
+        (d,) = decode_greedy(predictor.model, predictor.prefix, [suffix], predictor.stop_ids, 200, cancel,
+                             predictor.pad_id, speculate, [suffix], [request], 0.0, -50.0,
+                             open_id_bias=open_id_bias, decode=lambda ids: decode(predictor.tokenizer, ids))
+        assert d.ids[-1] == START_RESPONSE_ID
+        return d.ids, d.stats["forward_calls"]
+
+    (plain, plain_calls), (opened, opened_calls) = run(TWO.request, None), run(TWO.request, 50.0)
+    assert plain.count(START_CALL_ID) == 1 and opened_calls > plain_calls
+    a = TWO.calls[0].arguments["task_id"]
+    assert run(f"cancel {a}", 50.0) == run(f"cancel {a}", None)
 
 
 def test_repeated_call_finds_a_call_made_twice_token_for_token():

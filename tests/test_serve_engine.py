@@ -88,6 +88,8 @@ def test_tool_results_render_under_their_calls_name() -> None:
     assert c.messages[1]["tool_calls"] == [{"name": "get_task", "arguments": {"task_id": "1234abcd"}}]
     assert c.messages[2]["content"] == {"name": "get_task", "response": {"result": "not json"}}
     assert "not json" in c.ground and "1234abcd" in c.ground  # grounding may copy what the tool said
+    assert c.asked is None  # the turn answers a tool: no id of the user's is owed a call in it
+    assert conv("status of 1234abcd?").asked == "status of 1234abcd?"
 
 
 def test_delta_reader_streams_what_the_outcome_holds(engine: Engine, tools: list[dict]) -> None:

@@ -14,7 +14,10 @@ another ``<start_function_call>`` and ``<start_function_response>`` (the end of 
 nothing else). A model trained on mostly single calls stops after the first one. Its margin there is the call
 score minus the end score, with the gold calls teacher-forced (one forward per request); ``next_call_bias``
 (``decode_greedy(next_call_bias=...)``) is chosen by the same rule on every call of the validation answers:
-another call where the gold answer has one, the end where it has not.
+another call where the gold answer has one, the end where it has not. That decision is split in two where the
+validation data has enough of both (``choose_next_call_biases``): while the request still has an id that no call
+has used (``constrain.open_ids``: "cancel A and B" after cancelling A), and otherwise; each side gets its own bias
+(``open_id_bias``, ``next_call_bias``).
 
 ``tether-tune train`` calibrates on its validation file at the end and stores the bias in ``run_info.json``
 (``call_bias``); prediction and evaluation apply it unless ``--call_bias`` says otherwise.
@@ -29,6 +32,7 @@ from typing import Any, Sequence
 
 from .config import ConfigError, print_config, say
 from .data import Example, read_examples
+from .constrain import open_ids
 from .decoding import END_CALL_ID, START_CALL_ID, START_RESPONSE_ID, first_token_logits, last_logits
 
 #: ``--call_bias`` and ``--next_call_bias`` of ``tether-tune predict`` and ``evaluate``.
@@ -36,7 +40,9 @@ CALL_BIAS_HELP = ("added to the call token's score at the first answer token, th
                   "and words (tether-tune calibrate); default: the run's calibrated value (run_info.json), 0 for a "
                   "plain model; 0 turns calibration off")
 NEXT_CALL_BIAS_HELP = ("added to the call token's score right after each call: the calibrated choice between another "
-                       "call and the end of the calls; default: the run's calibrated value, 0 for a plain model")
+                       "call and the end of the calls; default: the run's calibrated values (one while the request "
+                       "has an id no call has used yet, one otherwise), 0 for a plain model; given, it applies after "
+                       "every call")
 
 
 def call_margins(predictor: Any, requests: Sequence[str], batch_size: int = 8) -> list[float | None]:
@@ -64,14 +70,17 @@ def call_margins(predictor: Any, requests: Sequence[str], batch_size: int = 8) -
     return out
 
 
-def next_call_margins(predictor: Any, examples: Sequence[Example], batch_size: int = 8) -> tuple[list[float], list[bool]]:
+def next_call_margins(predictor: Any, examples: Sequence[Example],
+                      batch_size: int = 8) -> tuple[list[float], list[bool], list[bool]]:
     """After each gold call of each example that has calls (the gold answer teacher-forced): the call score minus
-    the end score (``<start_function_response>``), and whether the gold answer has another call there."""
+    the end score (``<start_function_response>``), whether the gold answer has another call there, and whether the
+    request still has an id that no call so far has used (``constrain.open_ids``: decoding's ``open_id_bias``)."""
     from dataclasses import replace
 
     from .encode import IGNORE_INDEX, encode_example
+    from .tokenizer import decode
 
-    items: list[tuple[list[int], list[int]]] = []  # (suffix, completion)
+    items: list[tuple[list[int], list[int], str]] = []  # (suffix, completion, request)
     n = len(predictor.prefix.ids)
     for ex in examples:
         if not ex.calls:
@@ -80,21 +89,23 @@ def next_call_margins(predictor: Any, examples: Sequence[Example], batch_size: i
         if enc.input_ids[:n] != predictor.prefix.ids:
             raise ValueError(f"{ex.source or ex.id}: its prompt does not start with the predictor's developer turn")
         completion = [t for t, y in zip(enc.input_ids, enc.labels) if y != IGNORE_INDEX]
-        items.append((enc.input_ids[n:], completion))
+        items.append((enc.input_ids[n:], completion, ex.request))
     margins: list[float] = []
     more: list[bool] = []
+    open_: list[bool] = []
     for start in range(0, len(items), batch_size):
         chunk = items[start : start + batch_size]
-        keep = max(len(c) for _, c in chunk)
-        logits = last_logits(predictor.model, predictor.prefix, [s for s, _ in chunk], keep, predictor.pad_id)
-        for row, (_, completion) in zip(logits, chunk):
+        keep = max(len(c) for _, c, _ in chunk)
+        logits = last_logits(predictor.model, predictor.prefix, [s for s, _, _ in chunk], keep, predictor.pad_id)
+        for row, (_, completion, request) in zip(logits, chunk):
             at = keep - len(completion)  # the row's logits after completion[0] are at column ``at``
             for i, token in enumerate(completion[:-1]):
                 if token == END_CALL_ID:
                     scores = row[at + i]
                     margins.append(float(scores[START_CALL_ID] - scores[START_RESPONSE_ID]))
                     more.append(completion[i + 1] == START_CALL_ID)
-    return margins, more
+                    open_.append(bool(open_ids(request, decode(predictor.tokenizer, completion[: i + 1]))))
+    return margins, more, open_
 
 
 #: The goal's floor on no-call precision: of the requests the model answers in words, at least this share must be
@@ -156,16 +167,50 @@ def calibrate(predictor: Any, examples: Sequence[Example], batch_size: int = 8) 
     return choose_call_bias(margins, [bool(ex.calls) for ex in examples], min_words_precision=MIN_WORDS_PRECISION)
 
 
-def calibrate_next_call(predictor: Any, examples: Sequence[Example], batch_size: int = 8) -> tuple[float, dict[str, Any]]:
-    """The bias after each call (another call or the end) for ``predictor``, chosen on ``examples``."""
-    margins, more = next_call_margins(predictor, examples, batch_size)
-    bias, stats = choose_call_bias(margins, more)
-    stats = {"decisions": stats["examples"], "another_call": stats["call_requests"], "end": stats["words_requests"],
-             "before": stats["before"], "after": stats["after"]}
+#: The fewest decisions with an id left open (``constrain.open_ids``) that get their own bias; with fewer, every
+#: decision after a call shares one bias.
+MIN_OPEN_ID_DECISIONS = 10
+
+
+def _next_call_stats(bias: float, stats: dict[str, Any]) -> dict[str, Any]:
+    out = {"bias": bias, "decisions": stats["examples"], "another_call": stats["call_requests"],
+           "end": stats["words_requests"]}
     for side in ("before", "after"):
         c = stats[side]
-        stats[side] = {"right": c["right"], "another_call_kept": c["calls_on_call_requests"], "end_kept": c["words_on_words_requests"]}
-    return bias, stats
+        out[side] = {"right": c["right"], "another_call_kept": c["calls_on_call_requests"],
+                     "end_kept": c["words_on_words_requests"]}
+    return out
+
+
+def choose_next_call_biases(margins: Sequence[float], more: Sequence[bool],
+                            open_: Sequence[bool]) -> tuple[float, float | None, dict[str, Any]]:
+    """``(next_call_bias, open_id_bias, stats)``: the decision after a call split in two, each side's bias chosen
+    by :func:`choose_call_bias` on its own decisions — while the request still has an id no call has used
+    (``open_id_bias``), and otherwise (``next_call_bias``). Measured on ``runs/r3``'s validation split: of 110
+    decisions, the 22 with an id left open all had another call due, and the model ended the calls on 21 of them
+    at bias 0; one bias for all gets 100 right, one per side 105. With fewer than ``MIN_OPEN_ID_DECISIONS`` open
+    decisions (or none on the other side), one bias for all and ``open_id_bias`` None."""
+    sides = {flag: [(m, c) for m, c, o in zip(margins, more, open_) if o == flag] for flag in (True, False)}
+    if len(sides[True]) < MIN_OPEN_ID_DECISIONS or not sides[False]:
+        bias, stats = choose_call_bias(margins, more)
+        return bias, None, _next_call_stats(bias, stats)
+    chosen = {flag: choose_call_bias([m for m, _ in pairs], [c for _, c in pairs]) for flag, pairs in sides.items()}
+    (closed, closed_stats), (opened, open_stats) = chosen[False], chosen[True]
+    both = _next_call_stats(closed, closed_stats)  # the totals, with each side's counts under its own key
+    both["open_id"] = _next_call_stats(opened, open_stats)
+    both["no_open_id"] = _next_call_stats(closed, closed_stats)
+    for key in ("decisions", "another_call", "end"):
+        both[key] += both["open_id"][key]
+    for side in ("before", "after"):
+        both[side] = {k: v + both["open_id"][side][k] for k, v in both[side].items()}
+    return closed, opened, both
+
+
+def calibrate_next_call(predictor: Any, examples: Sequence[Example],
+                        batch_size: int = 8) -> tuple[float, float | None, dict[str, Any]]:
+    """The biases after each call (another call or the end) for ``predictor``, chosen on ``examples``:
+    ``(next_call_bias, open_id_bias, stats)`` (:func:`choose_next_call_biases`)."""
+    return choose_next_call_biases(*next_call_margins(predictor, examples, batch_size))
 
 
 def calibrate_run_info(info: Any, predictor: Any, examples: Sequence[Example], val_file: str, batch_size: int = 8) -> str:
@@ -173,14 +218,18 @@ def calibrate_run_info(info: Any, predictor: Any, examples: Sequence[Example], v
     ``rundir.RunInfo``); returns lines saying what changed."""
     bias, stats = calibrate(predictor, examples, batch_size)
     info.call_bias, info.call_calibration = bias, {**stats, "val_file": str(val_file)}
-    more, more_stats = calibrate_next_call(predictor, examples, batch_size)
-    info.next_call_bias, info.next_call_calibration = more, {**more_stats, "val_file": str(val_file)}
+    more, open_bias, more_stats = calibrate_next_call(predictor, examples, batch_size)
+    info.next_call_bias, info.open_id_bias = more, open_bias
+    info.next_call_calibration = {**more_stats, "val_file": str(val_file)}
     precision = stats["after"]["words_precision"]
+    opened = ("" if open_bias is None else
+              f" ({open_bias:+.3f} while the request has an id no call has used: "
+              f"{more_stats['open_id']['decisions']} of them)")
     return (f"call-or-words bias {bias:+.3f}: {stats['before']['right']} -> {stats['after']['right']} of "
             f"{stats['examples']} decisions right on {val_file} (words answers right: "
             f"{'none given' if precision is None else f'{precision:.1%}'}; floor {MIN_WORDS_PRECISION:.0%})\n"
-            f"another-call-or-end bias {more:+.3f}: {more_stats['before']['right']} -> {more_stats['after']['right']} "
-            f"of {more_stats['decisions']} decisions right")
+            f"another-call-or-end bias {more:+.3f}{opened}: {more_stats['before']['right']} -> "
+            f"{more_stats['after']['right']} of {more_stats['decisions']} decisions right")
 
 
 # --------------------------------------------------------------------------------------------------------------

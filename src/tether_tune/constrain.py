@@ -86,6 +86,14 @@ def id_spans(request: str) -> list[str]:
     return list(dict.fromkeys(out))
 
 
+def open_ids(request: str, said: str) -> list[str]:
+    """The request's id-like spans (:func:`id_spans`) that ``said`` (the model turn so far, as text) does not
+    contain: ids the user gave that no call has used yet. After a call, one left open usually means another call
+    is due ("cancel A and B", "get A and the history of B"); ``decoding`` weighs that decision with its own
+    calibrated bias (``open_id_bias``)."""
+    return [i for i in id_spans(request) if i not in said]
+
+
 def name_spans(request: str, max_words: int = MAX_NAME_WORDS) -> list[str]:
     """Every run of 1..``max_words`` of the request's words, lower-cased and joined with ``-``."""
     words = [w.lower().strip("-_") for w in _NAME_WORD.findall(request)]

@@ -23,6 +23,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
+from .constrain import open_ids
 from .format import CONTROL_TOKEN_IDS, END_CALL, START_CALL, START_RESPONSE
 
 START_CALL_ID = CONTROL_TOKEN_IDS[START_CALL]
@@ -352,16 +353,22 @@ class _Greedy:
     def __init__(self, suffixes: Sequence[Sequence[int]], stop_ids: Sequence[int], max_new_tokens: int | Sequence[int],
                  constraint: Any, speculate: int, sources: Sequence[Sequence[int]] | None,
                  requests: Sequence[str] | None = None, call_bias: float = 0.0, next_call_bias: float = 0.0,
-                 sampling: Sequence[Sampling | None] | None = None, outputs: Outputs | None = None):
+                 sampling: Sequence[Sampling | None] | None = None, outputs: Outputs | None = None,
+                 open_id_bias: float | None = None, decode: Callable[[list[int]], str] | None = None,
+                 open_in: Sequence[str | None] | None = None):
         B = len(suffixes)
         self.outputs = outputs
         self.call_bias, self.next_call_bias = call_bias, next_call_bias
+        if open_id_bias is not None and decode is None:
+            raise ValueError("open_id_bias needs decode (the tokens said so far, as text)")
+        self.open_id_bias, self.decode = open_id_bias, decode
         self.stop, self.speculate = set(stop_ids), speculate
         self.limits = [max_new_tokens] * B if isinstance(max_new_tokens, int) else list(max_new_tokens)
         self.sampling = list(sampling) if sampling is not None else [None] * B
         self.out: list[list[int]] = [[] for _ in range(B)]
         self.forced, self.accepted, self.done = [0] * B, [0] * B, [False] * B
         requests = requests or [None] * B  # type: ignore[list-item]
+        self.open_in = list(open_in) if open_in is not None else list(requests)  # where open ids are looked for
         # One constraint for all rows, or one per row (None: that row is free).
         self.constraints = list(constraint) if isinstance(constraint, (list, tuple)) else [constraint] * B
         with _region("grammar"):  # a grounded grammar is compiled per request (a few ms), then cached
@@ -400,13 +407,22 @@ class _Greedy:
             return len(out)
         return max((i + 1 for i, t in enumerate(out) if t == END_CALL_ID), default=0)
 
+    def after_call_bias(self, b: int) -> float:
+        """The bias on another call right after one: ``open_id_bias`` while the request still has an id that no
+        call has used (``constrain.open_ids``), ``next_call_bias`` otherwise (and always, without the former)."""
+        asked = self.open_in[b]
+        if self.open_id_bias is not None and asked is not None:
+            if open_ids(asked, self.decode(self.out[b])):  # type: ignore[misc]
+                return self.open_id_bias
+        return self.next_call_bias
+
     def choose(self, b: int, scores: _Scores, i: int) -> tuple[int, list[int]]:
         """Greedy's token at position ``i`` (under the grammar), and the tokens the grammar forces after it. At
         the first position, ``call_bias`` is added to the score of ``<start_function_call>`` (call or words);
         right after a ``<end_function_call>``, ``next_call_bias`` is (another call, or the end of the calls).
         Where the grammar allows at most the head's ``limit`` tokens, only their scores are computed: the same
         choice (masked tokens are never chosen), for a few dot products."""
-        bias = self.call_bias if not self.out[b] else self.next_call_bias if self.out[b][-1] == END_CALL_ID else 0.0
+        bias = self.call_bias if not self.out[b] else self.after_call_bias(b) if self.out[b][-1] == END_CALL_ID else 0.0
         constraint, matcher = self.constraints[b], self.matchers[b]
         sampling = self.sampling[b]
         with _region("grammar"):
@@ -498,6 +514,9 @@ def decode_greedy(
     on_tokens: Callable[[int, list[int]], None] | None = None,
     head_limit: int = 0,
     outputs: Outputs | None = None,
+    open_id_bias: float | None = None,
+    decode: Callable[[list[int]], str] | None = None,
+    open_in: Sequence[str | None] | None = None,
 ) -> list[Decoded]:
     """Greedy decoding of each suffix after the shared prefix, all rows in one batch.
 
@@ -513,7 +532,10 @@ def decode_greedy(
 
     ``call_bias``: added to the score of ``<start_function_call>`` at the first position only: the calibrated
     decision between a call and words (``calibrate.py``); 0 is plain greedy. ``next_call_bias``: the same, right
-    after each ``<end_function_call>`` (another call, or ``<start_function_response>``).
+    after each ``<end_function_call>`` (another call, or ``<start_function_response>``). ``open_id_bias`` (with
+    ``requests`` and ``decode``, the row's tokens as text): used there instead while the request has an id no call
+    has used yet (``constrain.open_ids``); ``None``: ``next_call_bias`` after every call. ``open_in``: per row,
+    the text whose ids count (``None``: none), where it is not the request (a conversation's last user message).
 
     ``max_new_tokens``: one limit, or one per row. ``sampling``: per row, ``None`` (greedy) or a
     :class:`Sampling`. ``on_tokens(row, tokens)``: called with each row's newly final tokens after every
@@ -534,7 +556,7 @@ def decode_greedy(
 
     B = len(suffixes)
     g = _Greedy(suffixes, stop_ids, max_new_tokens, constraint, speculate, sources, requests, call_bias,
-                next_call_bias, sampling, outputs if speculate else None)
+                next_call_bias, sampling, outputs if speculate else None, open_id_bias, decode, open_in)
     reported = [0] * B
     calls, t_prefill = 0, None
     has_constraint = any(c is not None for c in g.constraints)

@@ -96,12 +96,13 @@ class Predictor:
         call_bias: float = 0.0,
         next_call_bias: float = 0.0,
         head_limit: int = HEAD_LIMIT,
+        open_id_bias: float | None = None,
     ):
         from .tokenizer import encode_segments, stop_token_ids
 
         self.head_limit = head_limit
         self.outputs = Outputs()  # earlier answers, drafted from (with speculate)
-        self.call_bias, self.next_call_bias = call_bias, next_call_bias
+        self.call_bias, self.next_call_bias, self.open_id_bias = call_bias, next_call_bias, open_id_bias
         self.model = model
         self.tokenizer = tokenizer
         self.tools = list(tools)
@@ -143,7 +144,8 @@ class Predictor:
         ``speculate``: draft tokens copied from the request per forward (0: off); the output does not change.
         ``grounded`` (with ``constrained``): ids, names and free text only from the request.
         ``call_bias``: added to the call token's first score (``calibrate.py``); ``None``: the run's calibrated
-        value (0 for a plain model). ``next_call_bias``: the same after each call (another call or the end).
+        value (0 for a plain model). ``next_call_bias``: the same after each call (another call or the end);
+        ``None`` also applies the run's ``open_id_bias`` where it has one (given, it applies after every call).
         ``head_limit``: the output head only for the allowed tokens when at most this many (0: always whole)."""
         from .rundir import load_run
 
@@ -155,13 +157,15 @@ class Predictor:
                  grounded: bool = True, call_bias: float | None = None,
                  next_call_bias: float | None = None, head_limit: int = HEAD_LIMIT) -> "Predictor":
         """A predictor over an already loaded ``rundir.LoadedRun`` (several decodings share one loaded model).
-        ``call_bias``, ``next_call_bias`` ``None``: the run's calibrated biases."""
+        ``call_bias``, ``next_call_bias`` ``None``: the run's calibrated biases (``open_id_bias`` included)."""
         if call_bias is None:
             call_bias = (run.info.call_bias if run.info is not None else None) or 0.0
+        open_id_bias = None
         if next_call_bias is None:
             next_call_bias = (run.info.next_call_bias if run.info is not None else None) or 0.0
+            open_id_bias = run.info.open_id_bias if run.info is not None else None
         return cls(run.model, run.tokenizer, run.tools, run.developer, constrained, max_new_tokens, run.base_model,
-                   speculate, grounded, call_bias, next_call_bias, head_limit)
+                   speculate, grounded, call_bias, next_call_bias, head_limit, open_id_bias)
 
     def encode(self, request: str) -> list[int]:
         """The full prompt's ids for ``request`` (what the uncached path would feed the model)."""
@@ -211,6 +215,8 @@ class Predictor:
                 self.next_call_bias,
                 head_limit=self.head_limit,
                 outputs=self.outputs,
+                open_id_bias=self.open_id_bias,
+                decode=lambda ids: decode(self.tokenizer, ids),
             )
             for i, d in zip(idx, decoded):
                 raw = decode(self.tokenizer, d.ids)

@@ -67,6 +67,7 @@ class RunInfo:
     call_bias: float | None = None  # added to <start_function_call>'s first-token score (calibrate.py)
     call_calibration: dict[str, Any] = field(default_factory=dict)  # how call_bias was chosen
     next_call_bias: float | None = None  # added to <start_function_call>'s score after each call (calibrate.py)
+    open_id_bias: float | None = None  # used instead while the request has an id no call has used (calibrate.py)
     next_call_calibration: dict[str, Any] = field(default_factory=dict)  # how next_call_bias was chosen
     extra: dict[str, Any] = field(default_factory=dict)  # keys this version does not know, kept as they were
 

@@ -77,6 +77,7 @@ class Job:
     constraint: Any
     max_new_tokens: int
     sampling: Sampling | None
+    asked: str | None = None  # the last user message (Conversation.asked)
     on_tokens: Callable[[list[int]], None] | None = None
     future: Future = field(default_factory=Future)
     queued_at: float = field(default_factory=time.perf_counter)
@@ -104,6 +105,8 @@ class Engine:
         self.call_bias = call_bias if call_bias is not None else (info.call_bias if info else None) or 0.0
         self.next_call_bias = (next_call_bias if next_call_bias is not None
                                else (info.next_call_bias if info else None) or 0.0)
+        # The run's bias while an id of the request is still unused (calibrate.py), unless one bias was given.
+        self.open_id_bias = info.open_id_bias if info is not None and next_call_bias is None else None
         self.constrained, self.grounded, self.speculate = constrained, grounded, speculate
         self.head_limit = head_limit
         self.outputs = Outputs()  # earlier answers to draft from (all tool sets: drafts are verified)
@@ -191,7 +194,8 @@ class Engine:
                 f"the prompt is {prompt} tokens and max_tokens {max_new_tokens}: together more than the model's "
                 f"{self.context_limit}-token context. Shorten the conversation or lower max_tokens (nothing is cut).",
                 param="messages", code="context_length_exceeded")
-        return Job(prefix_key, prefix_ids, suffix, tools, conv.ground, constraint, max_new_tokens, sampling)
+        return Job(prefix_key, prefix_ids, suffix, tools, conv.ground, constraint, max_new_tokens, sampling,
+                   asked=conv.asked)
 
     def submit(self, job: Job) -> Future:
         """Queue a prepared job; its future gets an :class:`Outcome` (or the exception). 429 when full."""
@@ -242,11 +246,16 @@ class Engine:
             if stop:
                 return
 
+    def decode_ids(self, ids: Sequence[int]) -> str:
+        """The text of ``ids`` (control tokens written out), under the tokenizer's lock."""
+        from ..tokenizer import decode
+
+        with self._tok_lock:
+            return decode(self.tokenizer, ids)
+
     def _run(self, jobs: list[Job]) -> None:
         if not jobs:
             return
-        from ..tokenizer import decode
-
         try:
             t0 = time.perf_counter()
             prefix = self._prefixes.get_or_make(jobs[0].prefix_key,
@@ -264,11 +273,10 @@ class Engine:
                 [j.constraint for j in jobs], self.pad_id, self.speculate,
                 [[t for t in j.suffix if t not in _CONTROL_IDS] for j in jobs], [j.ground for j in jobs],
                 self.call_bias, self.next_call_bias, [j.sampling for j in jobs], on_tokens, self.head_limit,
-                self.outputs)
+                self.outputs, self.open_id_bias, self.decode_ids, [j.asked for j in jobs])
             seconds = time.perf_counter() - t0
             for job, d in zip(jobs, decoded):
-                with self._tok_lock:
-                    raw = decode(self.tokenizer, d.ids)
+                raw = self.decode_ids(d.ids)
                 job.future.set_result(self.outcome(raw, d.ids, job, seconds))
         except BaseException as err:  # the server stays up; each caller gets the error
             for job in jobs:
@@ -311,8 +319,6 @@ class DeltaReader:
 
     def feed(self, tokens: Sequence[int]) -> list[tuple[str, Any]]:
         """``("text", str)`` and ``("call", (index, Call))`` events for the new tokens."""
-        from ..tokenizer import decode
-
         self.ids += tokens
         if self.calls_mode is None and self.ids:
             self.calls_mode = self.ids[0] == START_CALL_ID
@@ -321,15 +327,13 @@ class DeltaReader:
             complete = sum(1 for t in self.ids if t == END_CALL_ID)
             if complete > self.sent_calls:
                 cut = max(i for i, t in enumerate(self.ids) if t == END_CALL_ID) + 1
-                with self.engine._tok_lock:
-                    raw = decode(self.engine.tokenizer, self.ids[:cut])
+                raw = self.engine.decode_ids(self.ids[:cut])
                 calls = read_turn(raw, self.tools).valid_calls
                 events += [("call", (i, c)) for i, c in enumerate(calls) if i >= self.sent_calls]
                 self.sent_calls = max(self.sent_calls, len(calls), complete)
             return events
         words = [t for t in self.ids if t not in self.engine.stop_ids]
-        with self.engine._tok_lock:
-            text = decode(self.engine.tokenizer, words).lstrip()
+        text = self.engine.decode_ids(words).lstrip()
         stable = text.rstrip().rstrip("\ufffd")  # trailing blanks and a half-decoded character wait
         if len(stable) > len(self.sent_text) and stable.startswith(self.sent_text):
             events.append(("text", stable[len(self.sent_text):]))

@@ -152,12 +152,14 @@ def _text(content: Content) -> str:
 class Conversation:
     """A request as our renderer takes it: the developer context (system text, or None), the messages after the
     developer turn (``format.render_conversation`` shapes), the tools (OpenAI's shape is ours), and the texts
-    grounded decoding may copy from (what the user and the tools said)."""
+    grounded decoding may copy from (what the user and the tools said); ``asked``: the last message's text when it
+    is the user's (``decoding``'s ``open_id_bias`` looks for the ids it gives that no call has used yet), else None."""
 
     developer: str | None
     messages: list[dict[str, Any]]
     tools: list[dict[str, Any]] | None
     ground: str
+    asked: str | None = None
 
     def render_messages(self, default_developer: str | None) -> list[dict[str, Any]]:
         return [developer_message(self.developer if self.developer is not None else default_developer),
@@ -223,7 +225,8 @@ def to_conversation(req: ChatRequest) -> Conversation:
         raise APIError("messages: the last message is the assistant's own answer; nothing is left to answer",
                        param="messages")
     tools = [t.model_dump(exclude_none=True) for t in req.tools] if req.tools else None
-    return Conversation("\n".join(system) if system else None, messages, tools, "\n".join(ground))
+    asked = messages[-1]["content"] if messages[-1]["role"] == "user" else None
+    return Conversation("\n".join(system) if system else None, messages, tools, "\n".join(ground), asked)
 
 
 def tool_choice_name(req: ChatRequest) -> str:
