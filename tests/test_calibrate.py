@@ -139,8 +139,8 @@ def test_open_ids_are_the_request_ids_no_call_has_used():
 
 
 def test_decisions_with_an_id_left_open_get_their_own_bias():
-    """Open decisions (another call due at margins -1.3..-0.1) and the others (end due above -0.5, another call
-    below): one bias cannot serve both, two do; with too few open decisions, one bias for all."""
+    """Open decisions (another call due, margins -1.3..-0.4) and the others (the end due, margins -2..-0.2): one
+    bias cannot serve both, two do; with too few open decisions, one bias for all."""
     n = MIN_OPEN_ID_DECISIONS
     open_m = [-1.3 + 0.1 * i for i in range(n)]
     rest_m, rest_more = [-0.4, -0.3, -0.2, -2.0], [False, False, False, False]
@@ -149,7 +149,6 @@ def test_decisions_with_an_id_left_open_get_their_own_bias():
     assert 1.3 < open_bias < 1.4 and bias == 0.0  # every open decision another call; the rest keep ending
     assert stats["after"]["right"] == n + 4 and stats["open_id"]["decisions"] == n
     assert stats["decisions"] == n + 4 and stats["no_open_id"]["after"]["right"] == 4
-    single, _ = choose_call_bias(open_m + rest_m, [True] * n + rest_more)
     assert choose_call_bias(open_m + rest_m, [True] * n + rest_more)[1]["after"]["right"] < n + 4  # one bias: fewer
     few = choose_next_call_biases(open_m[: n - 1] + rest_m, [True] * (n - 1) + rest_more,
                                   [True] * (n - 1) + [False] * 4)

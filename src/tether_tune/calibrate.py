@@ -31,8 +31,8 @@ from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 from .config import ConfigError, print_config, say
-from .data import Example, read_examples
 from .constrain import open_ids
+from .data import Example, read_examples
 from .decoding import END_CALL_ID, START_CALL_ID, START_RESPONSE_ID, first_token_logits, last_logits
 
 #: ``--call_bias`` and ``--next_call_bias`` of ``tether-tune predict`` and ``evaluate``.
@@ -194,16 +194,12 @@ def choose_next_call_biases(margins: Sequence[float], more: Sequence[bool],
     if len(sides[True]) < MIN_OPEN_ID_DECISIONS or not sides[False]:
         bias, stats = choose_call_bias(margins, more)
         return bias, None, _next_call_stats(bias, stats)
-    chosen = {flag: choose_call_bias([m for m, _ in pairs], [c for _, c in pairs]) for flag, pairs in sides.items()}
-    (closed, closed_stats), (opened, open_stats) = chosen[False], chosen[True]
-    both = _next_call_stats(closed, closed_stats)  # the totals, with each side's counts under its own key
-    both["open_id"] = _next_call_stats(opened, open_stats)
-    both["no_open_id"] = _next_call_stats(closed, closed_stats)
-    for key in ("decisions", "another_call", "end"):
-        both[key] += both["open_id"][key]
-    for side in ("before", "after"):
-        both[side] = {k: v + both["open_id"][side][k] for k, v in both[side].items()}
-    return closed, opened, both
+    each = {name: _next_call_stats(*choose_call_bias([m for m, _ in sides[flag]], [c for _, c in sides[flag]]))
+            for name, flag in (("open_id", True), ("no_open_id", False))}
+    a, b = each["open_id"], each["no_open_id"]
+    total: dict[str, Any] = {k: a[k] + b[k] for k in ("decisions", "another_call", "end")}
+    total.update({side: {k: a[side][k] + b[side][k] for k in a[side]} for side in ("before", "after")})
+    return b["bias"], a["bias"], {**total, **each}
 
 
 def calibrate_next_call(predictor: Any, examples: Sequence[Example],
