@@ -1,7 +1,8 @@
-"""The independent test set (``eval/handwritten.jsonl``) is usable and independent: every call fits the schema, it
-covers what the accuracy goal is measured on, and nothing in it comes from the generator or the training data —
-no request the generator writes (several seeds) or the hand-written training file holds, no title, description or
-message from the generator's value pools, no id the training data uses."""
+"""The independent hand-written sets are usable and independent: the test set (``eval/handwritten.jsonl``) and the
+development set that chooses recipes (``eval/dev.jsonl``). In each, every call fits the schema, it covers what the
+accuracy goal is measured on, and nothing in it comes from the generator or the training data — no request the
+generator writes (several seeds) or the hand-written training file holds, no title, description or message from the
+generator's value pools, no id the training data uses. The two sets share no request and no id."""
 
 from __future__ import annotations
 
@@ -20,15 +21,20 @@ from tether_tune.tools import load_tools, tool_map
 
 ROOT = Path(__file__).resolve().parents[1]
 EVAL = ROOT / "eval" / "handwritten.jsonl"
+DEV = ROOT / "eval" / "dev.jsonl"
 UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 TEXT_ARGS = ("title", "description", "message")
 
 
-@pytest.fixture(scope="module")
-def handwritten():
-    examples, errors = read_examples(EVAL, strict=True)
+def _read(path: Path):
+    examples, errors = read_examples(path, strict=True)
     assert not errors
     return examples
+
+
+@pytest.fixture(scope="module", params=[EVAL, DEV], ids=["test", "dev"])
+def handwritten(request):
+    return _read(request.param)
 
 
 @pytest.fixture(scope="module")
@@ -74,3 +80,13 @@ def test_no_id_is_shared_with_the_training_data(handwritten, generated):
     training_ids = set(UUID.findall(training_text)) | {u for ex in generated for u in UUID.findall(ex.request)}
     eval_ids = {u for ex in handwritten for u in UUID.findall(ex.request)}
     assert eval_ids and not eval_ids & training_ids
+
+
+def test_the_dev_set_shares_no_request_and_no_id_with_the_test_set():
+    test, dev = _read(EVAL), _read(DEV)
+    assert not {normalize_text(ex.request) for ex in test} & {normalize_text(ex.request) for ex in dev}
+    ids = [{u for ex in examples for u in UUID.findall(ex.request)} for examples in (test, dev)]
+    assert ids[1] and not ids[0] & ids[1]
+    codebases = [{str(v) for ex in examples for acc in ex.acceptable_values() for v in acc.get("codebase_id", [])}
+                 - {"global"} for examples in (test, dev)]
+    assert not codebases[0] & codebases[1]
