@@ -17,6 +17,7 @@ from tether_tune.calibrate import (
     choose_call_bias,
     choose_next_call_biases,
     next_call_margins,
+    run_biases,
 )
 from tether_tune.constrain import open_ids
 from tether_tune.data import Example
@@ -212,6 +213,19 @@ def test_an_open_id_decides_another_call_in_decoding(predictor: Predictor, tools
     assert plain.count(START_CALL_ID) == 1 and opened_calls > plain_calls
     a = TWO.calls[0].arguments["task_id"]
     assert run(f"cancel {a}", 50.0) == run(f"cancel {a}", None)
+
+
+def test_run_biases_are_the_given_ones_else_the_runs():
+    """What prediction and serving decode with: a given bias wins; a given next_call_bias applies after every call
+    (the run's open_id_bias is not used); a plain model (no run info) gets 0 and no open_id_bias."""
+    from tether_tune.rundir import RunInfo
+
+    info = RunInfo(base_model="m", call_bias=-1.5, next_call_bias=0.6, open_id_bias=2.2)
+    assert run_biases(info) == (-1.5, 0.6, 2.2)
+    assert run_biases(info, call_bias=0.0) == (0.0, 0.6, 2.2)
+    assert run_biases(info, next_call_bias=0.0) == (-1.5, 0.0, None)
+    assert run_biases(RunInfo(base_model="m")) == (0.0, 0.0, None)
+    assert run_biases(None, 1.0) == (1.0, 0.0, None)
 
 
 def test_repeated_call_finds_a_call_made_twice_token_for_token():

@@ -45,6 +45,20 @@ NEXT_CALL_BIAS_HELP = ("added to the call token's score right after each call: t
                        "every call")
 
 
+def run_biases(info: Any, call_bias: float | None = None,
+                next_call_bias: float | None = None) -> tuple[float, float, float | None]:
+    """``(call_bias, next_call_bias, open_id_bias)`` for decoding a run: the ones given, else the run's calibrated
+    ones (``info``: its ``rundir.RunInfo``, or None for a plain model: 0). A given ``next_call_bias`` applies after
+    every call, so the run's ``open_id_bias`` is then not used."""
+    if call_bias is None:
+        call_bias = (info.call_bias if info is not None else None) or 0.0
+    if next_call_bias is not None:
+        return call_bias, next_call_bias, None
+    if info is None:
+        return call_bias, 0.0, None
+    return call_bias, info.next_call_bias or 0.0, info.open_id_bias
+
+
 def call_margins(predictor: Any, requests: Sequence[str], batch_size: int = 8) -> list[float | None]:
     """Per request: the call score minus the best other allowed score at the first answer token, under the
     predictor's grammar; ``None`` when the grammar allows no call there (grounded: a required id is missing)."""

@@ -158,12 +158,9 @@ class Predictor:
                  next_call_bias: float | None = None, head_limit: int = HEAD_LIMIT) -> "Predictor":
         """A predictor over an already loaded ``rundir.LoadedRun`` (several decodings share one loaded model).
         ``call_bias``, ``next_call_bias`` ``None``: the run's calibrated biases (``open_id_bias`` included)."""
-        if call_bias is None:
-            call_bias = (run.info.call_bias if run.info is not None else None) or 0.0
-        open_id_bias = None
-        if next_call_bias is None:
-            next_call_bias = (run.info.next_call_bias if run.info is not None else None) or 0.0
-            open_id_bias = run.info.open_id_bias if run.info is not None else None
+        from .calibrate import run_biases
+
+        call_bias, next_call_bias, open_id_bias = run_biases(run.info, call_bias, next_call_bias)
         return cls(run.model, run.tokenizer, run.tools, run.developer, constrained, max_new_tokens, run.base_model,
                    speculate, grounded, call_bias, next_call_bias, head_limit, open_id_bias)
 

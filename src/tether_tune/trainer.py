@@ -656,7 +656,7 @@ def build_trainer(cfg: Any, model: Any, tokenizer: Any, train_enc: list[Encoded]
         probe=probe if has_val else None,
         decision_weight=cfg.decision_weight,
         prefix_grad=cfg.prefix_grad,
-        prefix_refresh=getattr(cfg, "prefix_refresh", 1),
+        prefix_refresh=cfg.prefix_refresh,
         bf16=use_bf16(cfg),
     )
     trainer.remove_callback(ProgressCallback)

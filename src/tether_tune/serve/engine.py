@@ -25,6 +25,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Sequence
 
+from ..calibrate import run_biases
 from ..decoding import END_CALL_ID, HEAD_LIMIT, START_CALL_ID, Outputs, PrefixCache, Sampling, decode_greedy
 from ..errors import TetherTuneError
 from ..format import CONTROL_TOKEN_IDS, Call, developer_turn_end, render_conversation_segments
@@ -101,12 +102,7 @@ class Engine:
 
         self.model, self.tokenizer = run.model, run.tokenizer
         self.tools, self.developer = list(run.tools), run.developer
-        info = run.info
-        self.call_bias = call_bias if call_bias is not None else (info.call_bias if info else None) or 0.0
-        self.next_call_bias = (next_call_bias if next_call_bias is not None
-                               else (info.next_call_bias if info else None) or 0.0)
-        # The run's bias while an id of the request is still unused (calibrate.py), unless one bias was given.
-        self.open_id_bias = info.open_id_bias if info is not None and next_call_bias is None else None
+        self.call_bias, self.next_call_bias, self.open_id_bias = run_biases(run.info, call_bias, next_call_bias)
         self.constrained, self.grounded, self.speculate = constrained, grounded, speculate
         self.head_limit = head_limit
         self.outputs = Outputs()  # earlier answers to draft from (all tool sets: drafts are verified)
