@@ -324,6 +324,10 @@ def test_grounding_spans() -> None:
 
     assert id_spans(f"see {UUID_A}, codebase 3734715f; not word12 or 12345 or hello-world") == [UUID_A, "3734715f", "word12"]
     assert "code-reviewer" in name_spans("ask the Code Reviewer") and "ask-the-code" in name_spans("ask the Code Reviewer")
+    # an id is never a name, nor part of one; a name with a number in it still is
+    spans = name_spans(f"Task for 6a127c6c: tell Worker-2 about {UUID_A.upper()}")
+    assert "worker-2" in spans and "tell-worker-2" in spans and "for" in spans
+    assert not [s for s in spans if "6a127c6c" in s or UUID_A in s], spans
 
 
 def test_grounded_decoding_forces_the_only_id(predictor: Predictor) -> None:

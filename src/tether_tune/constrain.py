@@ -18,7 +18,7 @@ only be what the request says —
   id-like spans (a UUID, or a run of letters, digits, ``-`` and ``_`` of 6+ characters with a digit in it), or
   ``global`` where the schema's description offers it and the request says it;
 - a name (a key ending in ``_name``: ``agent_name``) only a span of 1-3 of the request's words, lower-cased and
-  joined by ``-`` (spoken "the Code Reviewer" may become ``code-reviewer``);
+  joined by ``-`` (spoken "the Code Reviewer" may become ``code-reviewer``), never holding an id;
 - any other text (``title``, ``description``, ``message``) only a span of the request's words, as written
   (llguidance's ``substring_words`` terminal), not starting or ending in white space.
 
@@ -94,12 +94,18 @@ def open_ids(request: str, said: str) -> list[str]:
     return [i for i in id_spans(request) if i not in said]
 
 
+#: A word that is an id, never part of a name: a UUID, or 8+ hex digits with a digit among them (a codebase id).
+_ID_WORD = re.compile(r"(?=.*[0-9])[0-9a-f]{8,}|[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
 def name_spans(request: str, max_words: int = MAX_NAME_WORDS) -> list[str]:
-    """Every run of 1..``max_words`` of the request's words, lower-cased and joined with ``-``."""
+    """Every run of 1..``max_words`` of the request's words, lower-cased and joined with ``-``; a run never holds
+    an id (``_ID_WORD``): "send 6a127c6c to the reviewer" offers ``reviewer``, not ``6a127c6c`` (a fine-tuned model
+    once sent a message to a UUID)."""
     words = [w.lower().strip("-_") for w in _NAME_WORD.findall(request)]
     words = [w for w in words if w]
-    spans = ("-".join(words[i : i + n]) for n in range(1, max_words + 1) for i in range(len(words) - n + 1))
-    return list(dict.fromkeys(spans))
+    runs = (words[i : i + n] for n in range(1, max_words + 1) for i in range(len(words) - n + 1))
+    return list(dict.fromkeys("-".join(r) for r in runs if not any(_ID_WORD.fullmatch(w) for w in r)))
 
 
 class _Unreachable(Exception):
