@@ -280,6 +280,12 @@ def test_calibrate_command_stores_the_bias_and_prediction_applies_it(tiny_model_
     assert Predictor.load(str(run), call_bias=0.0).call_bias == 0.0
     assert isinstance(info["next_call_bias"], float) and info["next_call_calibration"]["decisions"] == 1
     assert Predictor.load(str(run)).next_call_bias == info["next_call_bias"]
+    # several files: one calibration on all their examples (a gold-format file with acceptable values too)
+    dev = tmp_path / "dev.jsonl"
+    dev.write_text(json.dumps({"id": "d1", "query": REQUESTS[1], "calls": [], "text": None, "tags": []}) + "\n")
+    assert cli.main(["calibrate", "--model_path", str(run), "--val_file", str(val), str(dev)]) == 0
+    info = json.loads((run / "run_info.json").read_text())
+    assert info["call_calibration"]["examples"] == 4 and info["call_calibration"]["val_file"] == f"{val} + {dev}"
     # a plain model (no run directory to store the bias in) is refused with a clear message
     with pytest.raises(SystemExit) as exit_:
         cli.main(["calibrate", "--model_path", str(tiny_model_dir), "--val_file", str(val)])

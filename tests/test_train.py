@@ -39,6 +39,20 @@ def files(tmp_path_factory):
     return _data(d / "train.jsonl", 12, 0), _data(d / "val.jsonl", 4, 1)
 
 
+#: A development set in the gold format (acceptable values, no words answer given): calibration only.
+DEV_ROWS = [{"id": "d1", "query": "how is task 0c4e5f6a-1b2c-4d3e-8f9a-0b1c2d3e4f5a doing",
+             "calls": [{"name": "get_task", "arguments": {"task_id": ["0c4e5f6a-1b2c-4d3e-8f9a-0b1c2d3e4f5a"]}}],
+             "tags": ["typed"]},
+            {"id": "d2", "query": "what's the weather like", "calls": [], "text": None, "tags": ["off-topic"]}]
+
+
+@pytest.fixture(scope="module")
+def dev_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("dev") / "dev.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in DEV_ROWS))
+    return path
+
+
 def _train(tiny_model_dir, files, out, *extra):
     train, val = files
     argv = ["train", "--train_file", str(train), "--val_file", str(val), "--output_dir", str(out),
@@ -50,10 +64,29 @@ def _train(tiny_model_dir, files, out, *extra):
 
 
 @pytest.fixture(scope="module")
-def trained(tiny_model_dir, files, tmp_path_factory):
+def trained(tiny_model_dir, files, dev_file, tmp_path_factory):
     out = tmp_path_factory.mktemp("run") / "model"
-    info = _train(tiny_model_dir, files, out, "--epochs", "3")
+    info = _train(tiny_model_dir, files, out, "--epochs", "3", "--calibration_files", str(dev_file))
     return out, info
+
+
+def test_calibration_uses_the_validation_file_and_the_calibration_files(trained, files, dev_file):
+    """--calibration_files: its examples join the validation file's in the calibration: 4 + 2 first-token
+    decisions, and one after each call (the 4 validation calls and the development set's one)."""
+    _, info = trained
+    cal, more = info["call_calibration"], info["next_call_calibration"]
+    assert cal["examples"] + cal["no_call_possible"] == 4 + len(DEV_ROWS)
+    assert more["decisions"] == 4 + 1
+    assert cal["val_file"] == f"{files[1]} + {dev_file}" == more["val_file"]
+
+
+def test_a_missing_calibration_file_is_refused_before_training(tiny_model_dir, files, tmp_path, capsys):
+    train, val = files
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["train", "--train_file", str(train), "--val_file", str(val), "--output_dir", str(tmp_path / "m"),
+                  "--model_name_or_path", str(tiny_model_dir), "--calibration_files", str(tmp_path / "nope.jsonl")])
+    assert exit_.value.code == 2
+    assert "--calibration_files" in capsys.readouterr().err and not (tmp_path / "m").exists()
 
 
 def test_training_writes_everything_prediction_needs(trained):

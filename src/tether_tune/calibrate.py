@@ -253,7 +253,9 @@ class CalibrateConfig:
     run_info.json."""
 
     model_path: str = field(default="", metadata={"help": "a training output directory (run directory)"})
-    val_file: str = field(default="", metadata={"help": "validation examples (any format tether-tune reads); never a test set"})
+    val_file: list[str] = field(default_factory=list, metadata={
+        "help": "validation examples, one file or several (any format tether-tune reads, gold answers with "
+                "acceptable values too); never a test set"})
     grounded: bool = field(default=True, metadata={"help": "measure under the grounded grammar (what prediction uses by default)"})
     batch_size: int = field(default=8, metadata={"help": "requests per forward"})
     dry_run: bool = field(default=False, metadata={"help": "print the chosen bias, leave run_info.json as it is"})
@@ -265,8 +267,11 @@ class CalibrateConfig:
 
         if not self.model_path or not is_run_dir(self.model_path):
             raise ConfigError(f"--model_path {self.model_path!r}: not a run directory (no adapter_config.json)")
-        if not self.val_file or not Path(self.val_file).is_file():
-            raise ConfigError(f"--val_file {self.val_file!r}: no such file")
+        if not self.val_file:
+            raise ConfigError("--val_file is required")
+        for path in self.val_file:
+            if not Path(path).is_file():
+                raise ConfigError(f"--val_file {path!r}: no such file")
         if self.batch_size < 1:
             raise ConfigError("--batch_size must be at least 1")
 
@@ -278,9 +283,9 @@ def run_calibrate(cfg: CalibrateConfig) -> int:
     from .rundir import load_run, write_run_info
 
     run = load_run(cfg.model_path)
-    examples, _ = read_examples(cfg.val_file, strict=True)
+    examples = [ex for path in cfg.val_file for ex in read_examples(path, strict=True)[0]]
     predictor = Predictor.from_run(run, constrained=True, grounded=cfg.grounded, call_bias=0.0)
-    say(calibrate_run_info(run.info, predictor, examples, cfg.val_file, cfg.batch_size))
+    say(calibrate_run_info(run.info, predictor, examples, " + ".join(cfg.val_file), cfg.batch_size))
     if not cfg.dry_run:
         say(f"stored in {write_run_info(cfg.model_path, run.info)}")
     return 0

@@ -105,8 +105,12 @@ class TrainConfig:
         "help": "epochs to train before the first validation pass (HF TrainingArguments' eval_delay): the "
                 "passes before it are skipped, and the adapter kept is the best of the later ones"})
     calibrate: bool = field(default=True, metadata={
-        "help": "at the end, choose the call-or-words bias on the validation file (tether-tune calibrate) and store "
-                "it in run_info.json; prediction applies it"})
+        "help": "at the end, choose the call-or-words and another-call biases on the validation file (tether-tune "
+                "calibrate) and store them in run_info.json; prediction applies them"})
+    calibration_files: list[str] = field(default_factory=list, metadata={
+        "help": "more validation examples for that calibration, beside --val_file (any format tether-tune reads, "
+                "gold answers with acceptable values too: make main adds the hand-written development set "
+                "eval/dev.jsonl); never a test set, never trained on"})
     strict_data: bool = field(default=False, metadata={"help": "also refuse examples whose arguments are not stated in the request"})
 
     def validate(self) -> None:
@@ -116,6 +120,9 @@ class TrainConfig:
             raise ConfigError(f"--train_file {self.train_file}: no such file")
         if self.val_file and not Path(self.val_file).exists():
             raise ConfigError(f"--val_file {self.val_file}: no such file")
+        for path in self.calibration_files:
+            if not Path(path).is_file():
+                raise ConfigError(f"--calibration_files {path}: no such file")
         for name in ("batch_size", "gradient_accumulation_steps", "lora_r", "lora_alpha", "logging_steps"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"--{name} must be at least 1")
@@ -249,13 +256,17 @@ class Prepared:
     val_enc: list[Encoded]
     limit: int = 0
     audit: dict[str, float] = field(default_factory=dict)
+    calibration_examples: list[Example] = field(default_factory=list)  # --calibration_files: calibration only
 
 
 def prepare_data(cfg: TrainConfig, tokenizer: Any, tools: list[dict]) -> Prepared:
     train_examples = load_training_examples(cfg.train_file, tools, cfg.strict_data) if cfg.train_file else []
     val_examples = load_training_examples(cfg.val_file, tools, cfg.strict_data) if cfg.val_file else []
+    # Read now, so that a bad file stops the run before training, not after it.
+    calibration = [ex for path in cfg.calibration_files for ex in read_examples(path, strict=True)[0]]
     return Prepared(tools, train_examples, encode_all(tokenizer, train_examples, tools, cfg.developer),
-                    val_examples, encode_all(tokenizer, val_examples, tools, cfg.developer))
+                    val_examples, encode_all(tokenizer, val_examples, tools, cfg.developer),
+                    calibration_examples=calibration)
 
 
 def show_example(data: Prepared, tokenizer: Any, n: int) -> int:
@@ -336,15 +347,16 @@ def fill_results(info: RunInfo, trainer: Any, seconds: float) -> None:
 
 
 def calibrate_decisions(cfg: TrainConfig, model: Any, tokenizer: Any, tools: Sequence[dict],
-                        val_examples: Sequence[Example], info: RunInfo) -> None:
-    """Choose the call-or-words and another-call-or-end biases on the validation examples, under the grounded
-    grammar (``calibrate.py``)."""
+                        examples: Sequence[Example], info: RunInfo) -> None:
+    """Choose the call-or-words and another-call-or-end biases on ``examples`` (the validation file's and those of
+    ``--calibration_files``), under the grounded grammar (``calibrate.py``)."""
     from .calibrate import calibrate_run_info
     from .predict import Predictor
     from .trainer import inference_copy
 
+    files = [str(f) for f in [cfg.val_file, *cfg.calibration_files] if f]
     predictor = Predictor(inference_copy(model), tokenizer, tools, developer=cfg.developer, grounded=True)
-    say(calibrate_run_info(info, predictor, val_examples, str(cfg.val_file)))
+    say(calibrate_run_info(info, predictor, examples, " + ".join(files)))
 
 
 def _wait_for_rank_0() -> None:
@@ -407,8 +419,9 @@ def run_train(cfg: TrainConfig) -> int:
         return 1
     fill_results(info, trainer, time.perf_counter() - t0)
     uncompile_step(trainer.model)
-    if cfg.calibrate and data.val_examples and is_main_process():
-        calibrate_decisions(cfg, trainer.model, tokenizer, tools, data.val_examples, info)
+    calibration = data.val_examples + data.calibration_examples
+    if cfg.calibrate and calibration and is_main_process():
+        calibrate_decisions(cfg, trainer.model, tokenizer, tools, calibration, info)
     if is_main_process():
         write_run(out_dir, trainer.model, tokenizer, tools, cfg, info)
     _wait_for_rank_0()
