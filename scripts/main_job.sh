@@ -30,6 +30,7 @@ DECISION_WEIGHT=${DECISION_WEIGHT:-1}   # 5 (decision tokens weighed 5x) scored 
 # hand-written development set: 306 decisions at the first token instead of 106. Empty: the validation split alone.
 CALIBRATION=${CALIBRATION-eval/dev.jsonl}
 BF16=${BF16:-1}                        # bf16 mixed precision: 1.4x faster a step on this CPU (AMX)
+TRAIN_ARGS=${TRAIN_ARGS:-}             # more finetune.py flags, last (they win), e.g. "--lora_r 32 --lora_alpha 64"
 # The default evaluation fits the 30-minute budget; the full comparisons (about 10 more minutes) are opt-in:
 #   BASE=1 HELDOUT_DECODINGS=grounded,unconstrained HANDWRITTEN_DECODINGS=grounded,constrained,unconstrained make main
 HANDWRITTEN_DECODINGS=${HANDWRITTEN_DECODINGS:-grounded}
@@ -59,7 +60,8 @@ python finetune.py --model_name_or_path "$MODEL" "${bf16[@]}" --dtype "$BASE_DTY
   --train_file "$RUN/data/codetether.train.jsonl" --val_file "$RUN/data/codetether.val.jsonl" \
   --output_dir "$RUN/model" --epochs "$EPOCHS" --batch_size "$BATCH" --gradient_accumulation_steps 1 \
   --learning_rate "$LR" --lora_dropout "$DROPOUT" --decision_weight "$DECISION_WEIGHT" \
-  --prefix_refresh "$PREFIX_REFRESH" --eval_samples "$EVAL_SAMPLES" --eval_delay "$EVAL_DELAY" --seed "$SEED"
+  --prefix_refresh "$PREFIX_REFRESH" --eval_samples "$EVAL_SAMPLES" --eval_delay "$EVAL_DELAY" --seed "$SEED" \
+  $TRAIN_ARGS
 
 # Accuracy side by side. The base model never stops by itself (it runs to --max_new_tokens on every request),
 # so requests go 8 at a time here. Grounded decoding (ids, names and text only from the request) is the default;
