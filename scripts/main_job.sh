@@ -55,8 +55,9 @@ step "fine-tune (LoRA r16 on q/k/v/o, lr $LR, $EPOCHS epochs, batch $BATCH: one 
 bf16=(); [[ "$BF16" == 1 ]] && bf16=(--bf16)
 prefix_grad=(--prefix_grad); [[ "$PREFIX_GRAD" == 0 ]] && prefix_grad=(--no-prefix_grad)
 compile=(); [[ "$COMPILE" == 1 ]] && compile=(--compile)
-# shellcheck disable=SC2086  # CALIBRATION and TRAIN_ARGS: several words each
+# shellcheck disable=SC2086  # CALIBRATION: several files
 calibration=(); [[ -n "$CALIBRATION" ]] && calibration=(--calibration_files $CALIBRATION)
+# shellcheck disable=SC2086  # TRAIN_ARGS: several flags
 python finetune.py --model_name_or_path "$MODEL" "${bf16[@]}" --dtype "$BASE_DTYPE" "${prefix_grad[@]}" "${compile[@]}" "${calibration[@]}" --no-eval_before \
   --train_file "$RUN/data/codetether.train.jsonl" --val_file "$RUN/data/codetether.val.jsonl" \
   --output_dir "$RUN/model" --epochs "$EPOCHS" --batch_size "$BATCH" --gradient_accumulation_steps 1 \
