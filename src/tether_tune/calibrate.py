@@ -223,9 +223,17 @@ def calibrate_next_call(predictor: Any, examples: Sequence[Example],
     return choose_next_call_biases(*next_call_margins(predictor, examples, batch_size))
 
 
-def calibrate_run_info(info: Any, predictor: Any, examples: Sequence[Example], val_file: str, batch_size: int = 8) -> str:
+def read_calibration_files(paths: Sequence[str]) -> list[Example]:
+    """The examples of every file in ``paths``, in order, read strictly (a bad line stops with its file, line and
+    field): ``tether-tune calibrate --val_file`` and ``tether-tune train --calibration_files``."""
+    return [ex for path in paths for ex in read_examples(path, strict=True)[0]]
+
+
+def calibrate_run_info(info: Any, predictor: Any, examples: Sequence[Example], val_files: Sequence[str],
+                       batch_size: int = 8) -> str:
     """Calibrate both decisions and record the biases and how they were chosen in ``info`` (a
-    ``rundir.RunInfo``); returns lines saying what changed."""
+    ``rundir.RunInfo``), with the files the examples came from; returns lines saying what changed."""
+    val_file = " + ".join(str(f) for f in val_files)
     bias, stats = calibrate(predictor, examples, batch_size)
     info.call_bias, info.call_calibration = bias, {**stats, "val_file": str(val_file)}
     more, open_bias, more_stats = calibrate_next_call(predictor, examples, batch_size)
@@ -283,9 +291,9 @@ def run_calibrate(cfg: CalibrateConfig) -> int:
     from .rundir import load_run, write_run_info
 
     run = load_run(cfg.model_path)
-    examples = [ex for path in cfg.val_file for ex in read_examples(path, strict=True)[0]]
+    examples = read_calibration_files(cfg.val_file)
     predictor = Predictor.from_run(run, constrained=True, grounded=cfg.grounded, call_bias=0.0)
-    say(calibrate_run_info(run.info, predictor, examples, " + ".join(cfg.val_file), cfg.batch_size))
+    say(calibrate_run_info(run.info, predictor, examples, cfg.val_file, cfg.batch_size))
     if not cfg.dry_run:
         say(f"stored in {write_run_info(cfg.model_path, run.info)}")
     return 0

@@ -262,8 +262,10 @@ class Prepared:
 def prepare_data(cfg: TrainConfig, tokenizer: Any, tools: list[dict]) -> Prepared:
     train_examples = load_training_examples(cfg.train_file, tools, cfg.strict_data) if cfg.train_file else []
     val_examples = load_training_examples(cfg.val_file, tools, cfg.strict_data) if cfg.val_file else []
+    from .calibrate import read_calibration_files
+
     # Read now, so that a bad file stops the run before training, not after it.
-    calibration = [ex for path in cfg.calibration_files for ex in read_examples(path, strict=True)[0]]
+    calibration = read_calibration_files(cfg.calibration_files)
     return Prepared(tools, train_examples, encode_all(tokenizer, train_examples, tools, cfg.developer),
                     val_examples, encode_all(tokenizer, val_examples, tools, cfg.developer),
                     calibration_examples=calibration)
@@ -354,9 +356,9 @@ def calibrate_decisions(cfg: TrainConfig, model: Any, tokenizer: Any, tools: Seq
     from .predict import Predictor
     from .trainer import inference_copy
 
-    files = [str(f) for f in [cfg.val_file, *cfg.calibration_files] if f]
     predictor = Predictor(inference_copy(model), tokenizer, tools, developer=cfg.developer, grounded=True)
-    say(calibrate_run_info(info, predictor, examples, " + ".join(files)))
+    files = [f for f in [cfg.val_file, *cfg.calibration_files] if f]
+    say(calibrate_run_info(info, predictor, examples, files))
 
 
 def _wait_for_rank_0() -> None:
