@@ -235,10 +235,10 @@ def calibrate_run_info(info: Any, predictor: Any, examples: Sequence[Example], v
     ``rundir.RunInfo``), with the files the examples came from; returns lines saying what changed."""
     val_file = " + ".join(str(f) for f in val_files)
     bias, stats = calibrate(predictor, examples, batch_size)
-    info.call_bias, info.call_calibration = bias, {**stats, "val_file": str(val_file)}
+    info.call_bias, info.call_calibration = bias, {**stats, "val_file": val_file}
     more, open_bias, more_stats = calibrate_next_call(predictor, examples, batch_size)
     info.next_call_bias, info.open_id_bias = more, open_bias
-    info.next_call_calibration = {**more_stats, "val_file": str(val_file)}
+    info.next_call_calibration = {**more_stats, "val_file": val_file}
     precision = stats["after"]["words_precision"]
     opened = ("" if open_bias is None else
               f" ({open_bias:+.3f} while the request has an id no call has used: "
