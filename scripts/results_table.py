@@ -30,14 +30,17 @@ def main(run: str) -> int:
     latency_path = run_dir / "latency_report.json"
     latency = json.loads(latency_path.read_text()) if latency_path.exists() else None
 
-    print("Training (validation split, exact-call accuracy on a fixed sample):\n")
     accs = info.get("val_exact_call_accuracy_per_epoch", [])
     losses = info.get("val_loss_per_epoch", [])
-    print("| | base | " + " | ".join(f"epoch {i + 1}" for i in range(len(accs))) + " |")
-    print("|---|---|" + "---|" * len(accs))
-    print(f"| exact-call accuracy | {_pct(info.get('val_exact_call_accuracy_before'))} | "
-          + " | ".join(_pct(a) for a in accs) + " |")
-    print("| validation loss | – | " + " | ".join(f"{x:.3f}" for x in losses) + " |")
+    if accs or losses:
+        print("Training (validation split, exact-call accuracy on a fixed sample):\n")
+        print("| | base | " + " | ".join(f"epoch {i + 1}" for i in range(len(accs))) + " |")
+        print("|---|---|" + "---|" * len(accs))
+        print(f"| exact-call accuracy | {_pct(info.get('val_exact_call_accuracy_before'))} | "
+              + " | ".join(_pct(a) for a in accs) + " |")
+        print("| validation loss | – | " + " | ".join(f"{x:.3f}" for x in losses) + " |")
+    else:
+        print("Training: no validation pass (--eval_strategy no); the validation split calibrated the decisions.")
     train_loss = [(r["step"], r["loss"]) for r in logs if "loss" in r]
     if train_loss:
         marks = sorted({0, len(train_loss) // 4, len(train_loss) // 2, 3 * len(train_loss) // 4, len(train_loss) - 1})

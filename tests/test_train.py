@@ -520,3 +520,21 @@ def test_compiled_training_validates_only_after_the_eval_delay(tiny_model_dir, f
     steps_per_epoch = info["global_steps"] // 3
     assert info["best_checkpoint"].endswith((f"checkpoint-{2 * steps_per_epoch}", f"checkpoint-{3 * steps_per_epoch}"))
     assert json.loads((tmp_path / "model" / "adapter_config.json").read_text())["peft_type"] == "LORA"
+
+
+def test_no_validation_pass_trains_the_same_adapter(tiny_model_dir, files, tmp_path):
+    """--eval_strategy no (make main): no validation pass, and the adapter is the one a run that validates only
+    after its last epoch keeps, to the bit (a pass after the last update chooses nothing). The validation file
+    still calibrates."""
+    from safetensors.torch import load_file
+
+    validated = _train(tiny_model_dir, files, tmp_path / "a", "--epochs", "2", "--eval_delay", "1.5", "--seed", "3")
+    silent = _train(tiny_model_dir, files, tmp_path / "b", "--epochs", "2", "--eval_strategy", "no", "--seed", "3")
+    assert len(validated["val_loss_per_epoch"]) == 1 and not silent.get("val_loss_per_epoch")
+    assert not silent.get("val_exact_call_accuracy_per_epoch") and not silent.get("best_checkpoint")
+    assert silent["call_calibration"]["examples"] + silent["call_calibration"]["no_call_possible"] == 4
+    logs = [json.loads(line) for line in (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()]
+    assert not any(k.startswith("eval_") for r in logs for k in r)
+    a = load_file(str(tmp_path / "a" / "adapter_model.safetensors"))
+    b = load_file(str(tmp_path / "b" / "adapter_model.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

@@ -101,6 +101,12 @@ class TrainConfig:
                 "mask and softmax; dynamic shapes): the same loss, a 1.17x faster step on the main job's batches "
                 "(benchmarks/bench_train_step.py --compiled_on: 7 real batches, alternating, in one process), "
                 "about 30 s of compiling once. Needs a C compiler (Inductor's CPU backend)"})
+    eval_strategy: str = field(default="epoch", metadata={
+        "choices": ["epoch", "no"],
+        "help": "validation passes (HF TrainingArguments' eval_strategy): 'epoch' measures the validation loss and "
+                "accuracy after each epoch (from --eval_delay on) and keeps the best adapter; 'no' runs none and "
+                "keeps the last epoch's adapter (the validation file still calibrates). make main uses 'no': its one "
+                "pass after the last epoch only reported (about 70 s), it chose nothing"})
     eval_delay: float = field(default=0, metadata={
         "help": "epochs to train before the first validation pass (HF TrainingArguments' eval_delay): the "
                 "passes before it are skipped, and the adapter kept is the best of the later ones"})
@@ -134,7 +140,7 @@ class TrainConfig:
             raise ConfigError("--warmup_ratio must be in [0, 1)")
         if not self.epochs > 0:
             raise ConfigError("--epochs must be positive")
-        if not 0 <= self.eval_delay < self.epochs:
+        if self.eval_strategy == "epoch" and not 0 <= self.eval_delay < self.epochs:
             raise ConfigError(f"--eval_delay {self.eval_delay}: must be at least 0 and below --epochs "
                               f"({self.epochs}), or no validation pass would run")
         if self.prefix_refresh < 1:
@@ -393,6 +399,8 @@ def run_train(cfg: TrainConfig) -> int:
                    world_size=int(os.environ.get("WORLD_SIZE", "1")))
     if not data.val_examples:
         say("warning: no --val_file: no validation loss or accuracy, the last epoch's adapter is kept")
+    elif cfg.eval_strategy == "no":
+        say("--eval_strategy no: no validation pass, the last epoch's adapter is kept; the validation file calibrates")
     out_dir = prepare_output_dir(cfg)
     probe = None
     if data.val_examples and cfg.eval_samples > 0:

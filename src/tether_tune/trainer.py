@@ -644,7 +644,7 @@ def build_trainer(cfg: Any, model: Any, tokenizer: Any, train_enc: list[Encoded]
                   probe: AccuracyProbe | None, out_dir: Path) -> "CallTrainer":
     """A :class:`CallTrainer` with our collator and progress callback. ``probe``: exact-call accuracy per
     validation pass (picks the adapter kept); ``None`` picks by validation loss."""
-    has_val = bool(val_enc)
+    has_val = bool(val_enc) and getattr(cfg, "eval_strategy", "epoch") != "no"
     args = training_arguments(cfg, out_dir, has_val, select_by_accuracy=has_val and probe is not None)
     trainer = CallTrainer(
         model=model,
