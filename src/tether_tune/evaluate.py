@@ -19,6 +19,7 @@ from .calibrate import CALL_BIAS_HELP, NEXT_CALL_BIAS_HELP
 from .config import ConfigError, atomic_write_text, config_dict, print_config
 from .data import Example, json_record, jsonl_lines, read_examples
 from .errors import DataError
+from .format import MAX_NEW_TOKENS
 from .modeling import DTYPE_HELP, check_dtype, check_model_arg
 from .rundir import default_report_path, is_run_dir, resolve_tools, tools_path
 from .scoring import score  # noqa: F401  (re-exported: evaluate.score is the documented entry point)
@@ -150,7 +151,7 @@ class EvaluateConfig:
     next_call_bias: float | None = field(default=None, metadata={"help": NEXT_CALL_BIAS_HELP})
     max_examples: int | None = field(default=None, metadata={"help": "score only the first N gold examples"})
     batch_size: int = field(default=8, metadata={"help": "requests generated together (1 for honest per-example latency)"})
-    max_new_tokens: int = field(default=128, metadata={"help": "generation limit per request"})
+    max_new_tokens: int = field(default=MAX_NEW_TOKENS, metadata={"help": "generation limit per request"})
     device: str = field(default="auto", metadata={"help": "auto, cpu, cuda, cuda:N, mps"})
     dtype: str = field(default="auto", metadata={"help": DTYPE_HELP})
     show_failures: int = field(default=10, metadata={"help": "failures listed in the Markdown summary"})

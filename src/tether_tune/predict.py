@@ -32,7 +32,7 @@ from .decoding import (  # noqa: F401  (part of this module's API)
     lookup_draft,
 )
 from .errors import DataError
-from .format import CONTROL_TOKEN_IDS, Call, prefix_segments
+from .format import CONTROL_TOKEN_IDS, MAX_NEW_TOKENS, Call, prefix_segments
 from .modeling import DTYPE_HELP, check_dtype, check_model_arg
 from .tools import TOOLS_HELP, read_turn
 
@@ -89,7 +89,7 @@ class Predictor:
         tools: Sequence[Mapping[str, Any]],
         developer: str | None = None,
         constrained: bool = True,
-        max_new_tokens: int = 128,
+        max_new_tokens: int = MAX_NEW_TOKENS,
         base_model: str = "",
         speculate: int = 8,
         grounded: bool = True,
@@ -131,7 +131,7 @@ class Predictor:
         device: str = "auto",
         dtype: str = "auto",
         constrained: bool = True,
-        max_new_tokens: int = 128,
+        max_new_tokens: int = MAX_NEW_TOKENS,
         speculate: int = 8,
         grounded: bool = True,
         call_bias: float | None = None,
@@ -153,7 +153,7 @@ class Predictor:
                             speculate, grounded, call_bias, next_call_bias, head_limit)
 
     @classmethod
-    def from_run(cls, run: Any, constrained: bool = True, max_new_tokens: int = 128, speculate: int = 8,
+    def from_run(cls, run: Any, constrained: bool = True, max_new_tokens: int = MAX_NEW_TOKENS, speculate: int = 8,
                  grounded: bool = True, call_bias: float | None = None,
                  next_call_bias: float | None = None, head_limit: int = HEAD_LIMIT) -> "Predictor":
         """A predictor over an already loaded ``rundir.LoadedRun`` (several decodings share one loaded model).
@@ -245,7 +245,7 @@ class ModelOptions:
                 "whose required id the request lacks cannot be made (--no-grounded: the schema alone)"})
     call_bias: float | None = field(default=None, metadata={"help": CALL_BIAS_HELP})
     next_call_bias: float | None = field(default=None, metadata={"help": NEXT_CALL_BIAS_HELP})
-    max_new_tokens: int = field(default=128, metadata={"help": "stop after this many new tokens"})
+    max_new_tokens: int = field(default=MAX_NEW_TOKENS, metadata={"help": "stop after this many new tokens"})
     speculate: int = field(
         default=8, metadata={"help": "draft tokens copied from the request, verified per forward (0: off; same output)"}
     )

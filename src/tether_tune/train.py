@@ -23,7 +23,7 @@ from .config import ConfigError, is_main_process, print_config, say
 from .data import Example, read_examples
 from .encode import Encoded, encode_example, show_supervision
 from .errors import DataError, DataLengthError
-from .format import TOOL_AND_TURN_TOKENS
+from .format import MAX_NEW_TOKENS, TOOL_AND_TURN_TOKENS
 from .modeling import DTYPE_HELP, check_dtype, check_model_arg
 from .rundir import RunInfo, checkpoint_dir, metrics_path, write_config, write_run
 from .tools import TOOLS_HELP
@@ -71,7 +71,7 @@ class TrainConfig:
     show_example: int | None = field(default=None, metadata={"help": "print training example N with its supervised span marked, then exit"})
     eval_samples: int = field(default=32, metadata={"help": "validation examples generated each epoch for exact-call accuracy (0: loss only)"})
     eval_before: bool = field(default=True, metadata={"help": "measure validation accuracy of the base model before training"})
-    max_new_tokens: int = field(default=128, metadata={"help": "generation limit when measuring accuracy"})
+    max_new_tokens: int = field(default=MAX_NEW_TOKENS, metadata={"help": "generation limit when measuring accuracy"})
     max_steps: int = field(default=-1, metadata={"help": "stop after this many optimizer updates (-1: run all epochs)"})
     logging_steps: int = field(default=1, metadata={"help": "log loss every N updates"})
     save_total_limit: int = field(default=2, metadata={"help": "checkpoints kept (the best is always kept)"})

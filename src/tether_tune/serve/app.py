@@ -27,6 +27,7 @@ from starlette.exceptions import HTTPException
 from ..calibrate import CALL_BIAS_HELP, NEXT_CALL_BIAS_HELP
 from ..config import ConfigError, print_config
 from ..decoding import HEAD_LIMIT, HEAD_LIMIT_HELP
+from ..format import MAX_NEW_TOKENS
 from ..modeling import DTYPE_HELP, check_dtype, check_model_arg
 from ..tools import TOOLS_HELP
 from .engine import DeltaReader, Engine, Job, Outcome, tool_call_json
@@ -66,7 +67,7 @@ class ServeConfig:
                 "always join the next)"})
     max_queue: int = field(default=64, metadata={"help": "requests waiting or decoding at most; beyond: 429"})
     max_tokens_limit: int = field(default=1024, metadata={"help": "the largest max_tokens a request may ask"})
-    default_max_tokens: int = field(default=256, metadata={"help": "max_tokens when a request gives none"})
+    default_max_tokens: int = field(default=MAX_NEW_TOKENS, metadata={"help": "max_tokens when a request gives none"})
     max_body_bytes: int = field(default=1 << 20, metadata={"help": "largest request body; beyond: 413"})
     cache_size: int = field(default=8, metadata={"help": "tool sets whose prefix cache and grammars are kept"})
     device: str = field(default="auto", metadata={"help": "auto, cpu, cuda, ..."})
@@ -138,7 +139,7 @@ def _usage(outcome: Outcome) -> dict[str, int]:
 
 
 def create_app(engine: Engine, model_name: str, api_key: str | None = None, max_tokens_limit: int = 1024,
-               default_max_tokens: int = 256, max_body_bytes: int = 1 << 20) -> Any:
+               default_max_tokens: int = MAX_NEW_TOKENS, max_body_bytes: int = 1 << 20) -> Any:
     """The FastAPI app over ``engine`` (``Engine``). Start it with uvicorn; :func:`run_serve` does."""
     app = FastAPI(title="tether-tune", docs_url=None, redoc_url=None, openapi_url=None)
     metrics = Metrics()

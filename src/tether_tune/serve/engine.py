@@ -28,7 +28,7 @@ from typing import Any, Callable, Mapping, Sequence
 from ..calibrate import run_biases
 from ..decoding import END_CALL_ID, HEAD_LIMIT, START_CALL_ID, Outputs, PrefixCache, Sampling, decode_greedy
 from ..errors import TetherTuneError
-from ..format import CONTROL_TOKEN_IDS, Call, developer_turn_end, render_conversation_segments
+from ..format import CONTROL_TOKEN_IDS, MAX_NEW_TOKENS, Call, developer_turn_end, render_conversation_segments
 from ..predict import read_prediction
 from ..tools import check_tools, read_turn, tool_map
 from .protocol import APIError, Conversation
@@ -162,7 +162,7 @@ class Engine:
             return self._constraints.get_or_make((tools_key, choice, parallel), make)
 
     def prepare(self, conv: Conversation, tool_choice: str = "auto", parallel: bool = True,
-                max_new_tokens: int = 256, sampling: Sampling | None = None) -> Job:
+                max_new_tokens: int = MAX_NEW_TOKENS, sampling: Sampling | None = None) -> Job:
         """Render, encode and check one request; raises :class:`APIError` (a 400) for what the caller can fix."""
         from ..tokenizer import encode_segments
 
