@@ -64,7 +64,8 @@ python finetune.py --model_name_or_path "$MODEL" "${bf16[@]}" --dtype "$BASE_DTY
   --train_file "$RUN/data/codetether.train.jsonl" --val_file "$RUN/data/codetether.val.jsonl" \
   --output_dir "$RUN/model" --epochs "$EPOCHS" --batch_size "$BATCH" --gradient_accumulation_steps 1 \
   --learning_rate "$LR" --lora_dropout "$DROPOUT" --decision_weight "$DECISION_WEIGHT" \
-  --prefix_refresh "$PREFIX_REFRESH" --eval_strategy "$EVAL_STRATEGY" --eval_samples "$EVAL_SAMPLES" --eval_delay "$EVAL_DELAY" --seed "$SEED" \
+  --prefix_refresh "$PREFIX_REFRESH" --eval_strategy "$EVAL_STRATEGY" --eval_samples "$EVAL_SAMPLES" \
+  --eval_delay "$EVAL_DELAY" --seed "$SEED" \
   $TRAIN_ARGS
 
 # Accuracy side by side. The base model never stops by itself (it runs to --max_new_tokens on every request),

@@ -140,18 +140,25 @@ def test_offline_model_loads_and_runs():
 @pytest.mark.slow
 def test_the_default_generation_limit_holds_the_longest_answers(offline_tokenizer, tools):
     """MAX_NEW_TOKENS (evaluate, predict, serve) is above every gold answer of the generator's data (two seeds of
-    the default counts, and make main's mix) and of the development set, in the real tokenizer: the old 128 cut
-    three-call answers the model is trained to give."""
+    the default counts, and make main's mix, read from scripts/main_job.sh through the generator's own flags) and
+    of the development set, in the real tokenizer: the old 128 cut three-call answers the model is trained to
+    give."""
+    import re
+    import shlex
+
+    from tether_tune.config import parse_config
     from tether_tune.data import read_examples
     from tether_tune.encode import IGNORE_INDEX, encode_example
     from tether_tune.format import MAX_NEW_TOKENS
+    from tether_tune.synth.cli import GenerateConfig
     from tether_tune.synth.generate import generate_examples
 
-    mix = {"parallel": 300, "create_task": 120, "list_tasks": 70, "get_task": 45, "cancel_task": 45,
-           "get_session_history": 40, "playback_session": 45, "discover_agents": 30, "send_message": 85,
-           "no_call": 260}
-    examples = generate_examples(seed=0) + generate_examples(seed=1) + generate_examples(mix, seed=0)
     root = Path(__file__).resolve().parents[1]
+    script = (root / "scripts" / "main_job.sh").read_text()
+    flags = shlex.split(re.search(r"^MIX=\$\{MIX-(.*)\}$", script, re.M).group(1))
+    flags += ["--no-call", re.search(r"^NO_CALL=\$\{NO_CALL:-(\d+)\}", script, re.M).group(1)]
+    mix = parse_config(GenerateConfig, flags).counts()
+    examples = generate_examples(seed=0) + generate_examples(seed=1) + generate_examples(mix, seed=0)
     examples += [ex for ex in read_examples(str(root / "eval" / "dev.jsonl"), strict=True)[0] if ex.calls]
     lengths = [sum(1 for y in encode_example(offline_tokenizer, ex, tools).labels if y != IGNORE_INDEX)
                for ex in examples]
