@@ -27,6 +27,9 @@ NO_CALL=${NO_CALL:-260}                # requests answered in words (the generat
 # calls. Chosen on validation at 5 epochs: the same exact-call accuracy (67.3%), several calls 6 of 15 vs 1 of 15.
 # MIX= (empty): the generator's default mix.
 MIX=${MIX---parallel 300 --create-task 120 --list-tasks 70 --get-task 45 --cancel-task 45 --get-session-history 40 --playback-session 45 --discover-agents 30 --send-message 85}
+# Hand-written training requests (data/README.md) added to the generated training split, never held out; empty: none.
+HANDWRITTEN=${HANDWRITTEN-}
+GEN_TRAIN=${GEN_TRAIN:-}               # a seeded random N of the generated training split (empty: all of it)
 DECISION_WEIGHT=${DECISION_WEIGHT:-1}   # 5 (decision tokens weighed 5x) scored lower on validation: 28.8% vs 37.5%
 # Calibration (the call-or-words and another-call biases, chosen after training) on the validation split and the
 # hand-written development set: 306 decisions at the first token instead of 106. Empty: the validation split alone.
@@ -50,8 +53,12 @@ if [[ "$MODEL" == gemma-3-270m-offline || "$MODEL" == *.gguf ]]; then
 fi
 
 step "generate data: 1040 examples (29% several calls, 25% words), split 80/10/10 by phrasing template and value"
+# shellcheck disable=SC2206  # HANDWRITTEN: several files
+include=(); [[ -n "$HANDWRITTEN" ]] && include=(--include $HANDWRITTEN)
+train_size=(); [[ -n "$GEN_TRAIN" ]] && train_size=(--train_size "$GEN_TRAIN")
 # shellcheck disable=SC2086
-python generate_dataset.py --seed "$SEED" --no-call "$NO_CALL" $MIX --split 0.8,0.1,0.1 --output "$RUN/data/codetether.jsonl"
+python generate_dataset.py --seed "$SEED" --no-call "$NO_CALL" $MIX --split 0.8,0.1,0.1 "${include[@]}" "${train_size[@]}" \
+  --output "$RUN/data/codetether.jsonl"
 
 step "fine-tune (LoRA r16 on q/k/v/o, lr $LR, $EPOCHS epochs, batch $BATCH: one developer turn per $BATCH examples)"
 bf16=(); [[ "$BF16" == 1 ]] && bf16=(--bf16)

@@ -302,6 +302,21 @@ def test_a_request_without_the_required_id_cannot_make_the_call(constraint: Tool
     assert "cancel_task" not in grammar and "get_task" not in grammar and "list_tasks" in grammar
 
 
+def test_grounded_ids_have_the_shape_the_schema_gives(constraint: ToolCallConstraint, predictor: Predictor) -> None:
+    """task_id and session_id are "(UUID)", create_task's codebase_id "(8 hex chars) or global": a codebase's id is never a task's,
+    nor a task's UUID a codebase's, though both are id-like spans of the request."""
+    tok, req = predictor.tokenizer, f"a task in 04891101 to fix login, and cancel {UUID_A}"
+    right = calls(Call("create_task", {"title": "fix login", "codebase_id": "04891101"}), Call("cancel_task", {"task_id": UUID_A}))
+    assert grounded_accepts(constraint, tok, req, right)
+    for wrong in (Call("cancel_task", {"task_id": "04891101"}), Call("create_task", {"title": "fix login", "codebase_id": UUID_A}),
+                  Call("get_session_history", {"session_id": "04891101"})):
+        assert not grounded_accepts(constraint, tok, req, calls(wrong)), wrong
+        assert accepts(constraint, tok, calls(wrong))  # the plain grammar takes it
+    # The request's only id is a codebase's: no call that needs a task id can be made.
+    grammar = tool_call_grammar(predictor.tools, CONTROL_TOKEN_IDS, request="cancel the tasks of 04891101")
+    assert "cancel_task" not in grammar and "get_task" not in grammar and "list_tasks" in grammar
+
+
 def test_grounded_names_and_text_are_spans_of_the_request(constraint: ToolCallConstraint,
                                                            predictor: Predictor) -> None:
     tok = predictor.tokenizer

@@ -22,6 +22,8 @@ from tether_tune.tools import load_tools, tool_map
 ROOT = Path(__file__).resolve().parents[1]
 EVAL = ROOT / "eval" / "handwritten.jsonl"
 DEV = ROOT / "eval" / "dev.jsonl"
+#: The hand-written files that are trained on: the original 68 examples and the hand-written training set.
+TRAINING_FILES = (ROOT / "training_examples.jsonl", ROOT / "data" / "handwritten_train.jsonl")
 UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 TEXT_ARGS = ("title", "description", "message")
 
@@ -60,8 +62,8 @@ def test_it_covers_every_tool_no_calls_and_multi_calls(handwritten):
     assert all(ex.tags for ex in handwritten)
 
 
-def test_no_request_comes_from_the_generator_or_the_training_file(handwritten, generated):
-    training, _ = read_examples(ROOT / "training_examples.jsonl")
+def test_no_request_comes_from_the_generator_or_the_training_files(handwritten, generated):
+    training = [ex for path in TRAINING_FILES for ex in _read(path)]
     seen = {normalize_text(ex.request): ex.source or "generated" for ex in [*training, *generated]}
     overlap = [(ex.id, ex.request) for ex in handwritten if normalize_text(ex.request) in seen]
     assert overlap == []
@@ -75,8 +77,16 @@ def test_no_value_comes_from_the_generator_pools(handwritten):
     assert hits == []
 
 
+def test_no_title_or_message_comes_from_the_hand_written_training_set(handwritten):
+    trained = {normalize_text(str(v)) for ex in _read(TRAINING_FILES[1]) for acc in ex.acceptable_values()
+               for k, values in acc.items() if k in TEXT_ARGS for v in values}
+    hits = [(ex.id, v) for ex in handwritten for acc in ex.acceptable_values() for k, values in acc.items()
+            if k in TEXT_ARGS for v in values if normalize_text(str(v)) in trained]
+    assert trained and hits == []
+
+
 def test_no_id_is_shared_with_the_training_data(handwritten, generated):
-    training_text = (ROOT / "training_examples.jsonl").read_text()
+    training_text = "".join(path.read_text() for path in TRAINING_FILES)
     training_ids = set(UUID.findall(training_text)) | {u for ex in generated for u in UUID.findall(ex.request)}
     eval_ids = {u for ex in handwritten for u in UUID.findall(ex.request)}
     assert eval_ids and not eval_ids & training_ids

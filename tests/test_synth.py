@@ -123,6 +123,46 @@ def test_script_split_writes_three_files_with_held_out_templates_and_values(tmp_
     assert len(splits["test"]) == pytest.approx(0.1 * sum(DEFAULT_COUNTS.values()), abs=6)
 
 
+def test_included_examples_join_train_only_and_train_size_keeps_held_out_splits(tmp_path, tools):
+    """--include adds hand-written examples to the train split as they are; --train_size keeps a seeded part of the
+    generated train split; val and test are byte for byte what the split alone writes."""
+    hand = tmp_path / "hand.jsonl"
+    uuid = "5d7f5c1e-9a0b-4c2d-8e3f-1a2b3c4d5e6f"
+    hand.write_text(
+        json.dumps({"query": f"nuke {uuid} pls", "calls": [{"name": "cancel_task", "arguments": {"task_id": [uuid]}}]}) + "\n"
+        + json.dumps({"query": "rename the builder agent", "calls": [], "answer": "Sorry, I can't do that."}) + "\n")
+    flags = ("--split", "0.8,0.1,0.1", "--no-call", "20", "--parallel", "10", "--seed", "3")
+    _generate(tmp_path, "plain.jsonl", *flags)
+    _generate(tmp_path, "mixed.jsonl", *flags, "--train_size", "300", "--include", str(hand))
+    for name in ("val", "test"):
+        assert (tmp_path / f"mixed.{name}.jsonl").read_bytes() == (tmp_path / f"plain.{name}.jsonl").read_bytes()
+    plain = read_examples(tmp_path / "plain.train.jsonl")[0]
+    mixed = read_examples(tmp_path / "mixed.train.jsonl")[0]
+    assert len(mixed) == 302
+    generated = [ex for ex in mixed if ex.id.startswith("train-")]
+    assert len(generated) == 300 and {ex.request for ex in generated} <= {ex.request for ex in plain}
+    hand_written = {ex.request: ex for ex in mixed if ex.id.startswith("hand-")}
+    assert hand_written[f"nuke {uuid} pls"].calls == [Call("cancel_task", {"task_id": uuid})]
+    assert hand_written["rename the builder agent"].text == "Sorry, I can't do that."
+    again = _generate(tmp_path, "again.jsonl", *flags, "--train_size", "300", "--include", str(hand))
+    assert (tmp_path / "again.train.jsonl").read_bytes() == (tmp_path / "mixed.train.jsonl").read_bytes(), again
+
+
+@pytest.mark.parametrize("line, fragment", [
+    ({"query": "cancel task 42", "calls": [{"name": "cancel_task", "arguments": {"task_id": ["42"]}}]}, "not the shape"),
+    ({"query": "never mind", "calls": []}, "no words answer"),
+    ({"query": "hi there", "calls": [], "answer": "Hi!"}, "the same request as"),
+])
+def test_an_included_example_that_breaks_a_rule_stops_the_run_at_its_line(tmp_path, line, fragment):
+    hand = tmp_path / "hand.jsonl"
+    hand.write_text(json.dumps({"query": "Hi there", "calls": [], "answer": "Hi!"}) + "\n" + json.dumps(line) + "\n")
+    cmd = [sys.executable, str(REPO_ROOT / "generate_dataset.py"), "--no-call", "5", "--parallel", "5",
+           "--include", str(hand), "--output", str(tmp_path / "x.jsonl"), "--tools", TOOLS_FILE]
+    result = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert result.returncode != 0 and f"{hand}:2" in result.stderr and fragment in result.stderr, result.stderr
+    assert not (tmp_path / "x.jsonl").exists()
+
+
 def test_cli_flags_accept_dashes_and_check_values():
     cfg = parse_config(GenerateConfig, ["--create-task", "5", "--no-call", "2", "--playback_session", "0"])
     assert (cfg.create_task, cfg.no_call, cfg.playback_session, cfg.list_tasks) == (5, 2, 0, None)

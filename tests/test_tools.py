@@ -9,7 +9,7 @@ import pytest
 
 from tether_tune.format import Call
 from tether_tune.parse import parse_calls
-from tether_tune.tools import ToolsError, check_tools, coerce_call, load_tools, validate_call
+from tether_tune.tools import ToolsError, check_tools, coerce_call, id_fits, load_tools, validate_call
 
 ROOT = Path(__file__).resolve().parents[1]
 REFERENCE = ROOT / "tests" / "fixtures" / "codetether_tools.reference.json"
@@ -121,3 +121,21 @@ def test_a_directory_or_a_missing_file_is_a_tools_error(tmp_path):
         load_tools(tmp_path)
     with pytest.raises(ToolsError, match="no such tools file"):
         load_tools(tmp_path / "nope.json")
+
+
+UUID = "3f1c2a9e-7b4d-4c1e-9a0f-2d8e6b5c4a13"
+
+
+def test_an_id_fits_the_shape_its_schema_declares(tools):
+    props = {fn["function"]["name"] + "." + k: v for fn in tools
+             for k, v in fn["function"]["parameters"]["properties"].items()}
+    task, codebase = props["cancel_task.task_id"], props["create_task.codebase_id"]
+    assert id_fits(UUID, task) and id_fits(UUID.upper(), task)
+    assert not id_fits("04891101", task) and not id_fits(UUID[:-1], task) and not id_fits("global", task)
+    assert id_fits("04891101", codebase) and id_fits("global", codebase)
+    assert not id_fits(UUID, codebase) and not id_fits("0489110", codebase) and not id_fits("task-42a", codebase)
+    # JSON Schema's own words win over the description; an id the schema says nothing about takes any shape.
+    assert id_fits("T-42", {"type": "string", "pattern": "^T-[0-9]+$", "description": "Task id (UUID)."})
+    assert not id_fits(UUID, {"type": "string", "pattern": "^T-[0-9]+$"})
+    assert not id_fits("04891101", {"type": "string", "format": "uuid"})
+    assert id_fits("anything-9", {"type": "string", "description": "Run id."})

@@ -9,7 +9,7 @@ from typing import Any, Mapping, Sequence
 from .data import Example
 from .format import Call
 from .text import normalize_text, words as words_of
-from .tools import grounding_kind, tool_map, validate_call
+from .tools import grounding_kind, id_fits, tool_map, validate_call
 
 
 #: Words people use for enum values; a value in the target must be named (or a synonym said) in the request.
@@ -74,6 +74,8 @@ def grounding_problems(example: Example, tools: Sequence[Mapping[str, Any]]) -> 
                 elif kind == "id":
                     if value not in request:
                         problems.append(f"{where}: the id is not copied verbatim from the request")
+                    elif not id_fits(value, prop):
+                        problems.append(f"{where}: not the shape the schema gives ({prop.get('description', '')!r})")
                 elif kind == "name":
                     if normalize_text(value) not in normalize_text(request):
                         problems.append(f"{where}: the name is not in the request")

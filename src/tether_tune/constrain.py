@@ -52,7 +52,7 @@ from .format import (
     START_CALL,
     START_RESPONSE,
 )
-from .tools import grounding_kind, tool_map
+from .tools import grounding_kind, id_fits, tool_map
 
 #: An integer range with at most this many values is written out value by value (exact bounds);
 #: a larger one is "digits" with the sign the minimum allows.
@@ -146,7 +146,7 @@ class _Grammar:
             return f"{esc} SPAN {esc}"
         request = self.request or ""
         if kind == "id":
-            values = id_spans(request)
+            values = [v for v in id_spans(request) if id_fits(v, schema)]
             if "global" in str(schema.get("description", "")).lower() and re.search(r"\bglobal\b", request, re.I):
                 values.append("global")
         else:

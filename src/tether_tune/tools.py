@@ -159,6 +159,28 @@ def grounding_kind(key: str, schema: Mapping[str, Any]) -> str | None:
     return "text"
 
 
+_UUID_SHAPE = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+
+
+def id_fits(value: str, schema: Mapping[str, Any]) -> bool:
+    """Whether ``value`` has the shape an id argument's schema declares — JSON Schema's ``pattern`` or
+    ``format: uuid``, else its description: "(UUID)" or "N hex chars" (CodeTether's ``task_id`` is "Task id (UUID).",
+    ``codebase_id`` "Codebase id (8 hex chars) or global."). An id the schema says nothing about fits any shape.
+    One rule for the data checks and grounded decoding: a codebase's 8 hex digits are never a ``task_id``, a task's
+    UUID never a ``codebase_id``. ``global`` fits where the description offers it."""
+    if schema.get("pattern"):
+        return re.search(str(schema["pattern"]), value) is not None
+    described = str(schema.get("description", ""))
+    if value == "global" and "global" in described.lower():  # as grounded decoding offers it
+        return True
+    if str(schema.get("format", "")).lower() == "uuid" or re.search(r"\bUUIDs?\b", described, re.I):
+        return _UUID_SHAPE.fullmatch(value) is not None
+    hexes = re.search(r"\b(\d+) hex\b", described, re.I)
+    if hexes:
+        return re.fullmatch(rf"[0-9a-fA-F]{{{int(hexes.group(1))}}}", value) is not None
+    return True
+
+
 def validate_call(call: Call, tools: Sequence[Mapping[str, Any]]) -> list[str]:
     """Everything wrong with ``call`` against the schema; empty when it is a valid call."""
     fns = tool_map(tools)

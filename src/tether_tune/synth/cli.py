@@ -12,7 +12,8 @@ from typing import Any, Sequence
 from ..config import ConfigError, print_config, save_config
 from ..data import write_jsonl
 from ..tools import TOOLS_HELP, load_tools
-from .generate import DEFAULT_COUNTS, FAMILIES, family_of, generate_splits, parse_split, resolve_counts, to_record
+from .generate import (DEFAULT_COUNTS, FAMILIES, family_of, generate_splits, parse_split, resolve_counts, subsample,
+                       to_record, with_included)
 
 
 def _count(name: str) -> Any:
@@ -47,6 +48,14 @@ class GenerateConfig:
         "help": "original ({input, output}), messages (chat) or gold ({query, calls})",
         "choices": ["original", "messages", "gold"]})
     tools: str | None = field(default=None, metadata={"help": TOOLS_HELP + "; every example is checked against it"})
+    include: list[str] = field(default_factory=list, metadata={
+        "help": "hand-written example files (any format tether-tune reads) added to the train split as they are, "
+                "never held out; every example is checked against the tools (schema and grounding) and one that "
+                "fails stops the run with its file and line. make main adds data/handwritten_train.jsonl",
+        "metavar": "FILE"})
+    train_size: int | None = field(default=None, metadata={
+        "help": "keep a seeded random N of the generated train split (val and test stay exactly as they are); the "
+                "--include examples come on top. Left out: all of it", "metavar": "N"})
 
     def counts(self) -> dict[str, int | None]:
         return {name: getattr(self, name) for name in FAMILIES}
@@ -61,6 +70,11 @@ class GenerateConfig:
             raise ConfigError("--split_dir needs --split")
         if not self.output.endswith(".jsonl"):
             raise ConfigError(f"--output {self.output!r}: expected a .jsonl file name")
+        for path in self.include:
+            if not Path(path).is_file():
+                raise ConfigError(f"--include {path}: no such file")
+        if self.train_size is not None and self.train_size < 0:
+            raise ConfigError(f"--train_size must be >= 0 (got {self.train_size})")
 
 
 def output_paths(cfg: GenerateConfig) -> dict[str, Path]:
@@ -80,6 +94,17 @@ def run_generate(cfg: GenerateConfig) -> int:
     tools = load_tools(cfg.tools)
     fractions = parse_split(cfg.split) if cfg.split else None
     splits = generate_splits(cfg.counts(), cfg.seed, fractions, tools)
+    first = next(iter(splits))  # train (or all, without --split)
+    if cfg.train_size is not None:
+        splits[first] = subsample(splits[first], cfg.train_size, cfg.seed)
+    generated_train = splits[first]
+    if cfg.include:
+        others = [ex for name, examples in splits.items() if name != first for ex in examples]
+        splits[first], skipped = with_included(splits[first], cfg.include, tools, cfg.seed, others)
+        print(f"--include: {len(splits[first]) - len(generated_train)} hand-written examples added to {first}; "
+              f"{len(skipped)} left out, the generator wrote the same request{':' if skipped else ''}")
+        for line in skipped:
+            print(f"  {line}")
     paths = output_paths(cfg)
     width = max(len(f) for f in FAMILIES)
     for name, examples in splits.items():

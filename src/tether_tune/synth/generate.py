@@ -345,6 +345,49 @@ def generate_examples(
     return generate_splits(counts, seed, None, tools)["all"]
 
 
+def subsample(examples: Sequence[Example], n: int, seed: int) -> list[Example]:
+    """A seeded random ``n`` of ``examples``, in their order (``--train_size``); all of them when ``n`` is as many or
+    more."""
+    if n >= len(examples):
+        return list(examples)
+    keep = set(random.Random(f"tether-tune/{seed}/train_size").sample(range(len(examples)), n))
+    return [ex for i, ex in enumerate(examples) if i in keep]
+
+
+def with_included(examples: Sequence[Example], paths: Sequence[str], tools: Sequence[Mapping[str, Any]],
+                  seed: int, generated: Sequence[Example] = ()) -> tuple[list[Example], list[str]]:
+    """``examples`` with the hand-written examples of ``paths`` (``--include``) dealt among them in a seeded order,
+    and the requests left out. Every included example must pass :func:`check_example` (schema and grounding) and
+    have calls or a words answer: the first that does not raises :class:`DataError` with its file and line, as does
+    one that repeats another included request. One the generator also wrote (in ``examples`` or any other split of
+    ``generated``: "thanks!", "help") is left out, so that no held-out request is trained on and none counts twice."""
+    from ..data import read_examples
+    from ..errors import DataError
+
+    out = list(examples)
+    made = {dedupe_key(ex) for ex in [*examples, *generated]}
+    seen: dict[str, str] = {}
+    skipped: list[str] = []
+    for path in paths:
+        for ex in read_examples(path, strict=True)[0]:
+            problems = check_example(ex, tools)
+            if problems:
+                raise DataError(ex.source, None, "; ".join(problems))
+            if not ex.calls and not (ex.text or "").strip():
+                raise DataError(ex.source, "answer", "no calls and no words answer: a training example needs one")
+            key = dedupe_key(ex)
+            if key in seen:
+                raise DataError(ex.source, "query", f"the same request as {seen[key]}: remove one of them")
+            seen[key] = str(ex.source)
+            if key in made:
+                skipped.append(f"{ex.source}: {ex.request!r}")
+                continue
+            ex.id, ex.template = ex.id or f"hand-{len(out) - len(examples) + 1:05d}", None
+            out.append(ex)
+    random.Random(f"tether-tune/{seed}/include").shuffle(out)
+    return out, skipped
+
+
 def split_problems(splits: Mapping[str, Sequence[Example]]) -> list[str]:
     """Leaks between splits: a template of a held-out split (any but ``train``) seen in train, or the same request
     in two splits. Empty when the split is clean."""
