@@ -48,6 +48,22 @@ def test_the_bias_makes_the_most_decisions_right_closest_to_zero():
     assert stats["examples"] == 1 and stats["no_call_possible"] == 1
 
 
+def test_the_middle_rule_puts_the_bias_halfway_between_the_crossings_around_it():
+    # The same decisions as above: 4 right for b in (1, 3) (the -1 call won, the -3 words kept) and in (-1, -0.5)
+    # (the 0.5 words won, the 1.0 call kept). Nearest: just below -0.5; middle: the middle of the best run nearest
+    # 0, -0.75.
+    margins, is_call = [2.0, 1.0, -1.0, -3.0, 0.5], [True, True, True, False, False]
+    bias, stats = choose_call_bias(margins, is_call, rule="middle")
+    assert bias == pytest.approx(-0.75) and stats["after"]["right"] == 4
+    # Every decision is "another call" (an id left open): nearest stops just past the last crossing, middle goes
+    # halfway to the limit.
+    nearest, _ = choose_call_bias([-1.0, -2.0, 0.5], [True, True, True])
+    middle, _ = choose_call_bias([-1.0, -2.0, 0.5], [True, True, True], rule="middle")
+    assert nearest == pytest.approx(2.0, abs=0.01) and middle == pytest.approx(6.0)
+    with pytest.raises(ValueError, match="bias rule"):
+        choose_call_bias(margins, is_call, rule="widest")
+
+
 def test_the_bias_keeps_words_answers_at_least_90_percent_right():
     # A call request with margin 2 and one with -1; three words requests at -0.5. At 0, 4 of 5 are right, but one
     # of the 4 words answers was a call request (precision 75%). Only biases with no words answers reach 90%:

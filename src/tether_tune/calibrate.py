@@ -128,7 +128,7 @@ MIN_WORDS_PRECISION = 0.9
 
 
 def choose_call_bias(margins: Sequence[float | None], is_call: Sequence[bool], limit: float = 10.0,
-                     min_words_precision: float | None = None) -> tuple[float, dict[str, Any]]:
+                     min_words_precision: float | None = None, rule: str = "nearest") -> tuple[float, dict[str, Any]]:
     """The bias b (|b| <= ``limit``) that makes the most decisions right (call iff margin + b > 0), the one
     closest to 0 among equals; with the decision counts before and after.
 
@@ -151,6 +151,13 @@ def choose_call_bias(margins: Sequence[float | None], is_call: Sequence[bool], l
         for b in (-m + 1e-3, -m - 1e-3):
             if abs(b) <= limit:
                 candidates.add(round(b, 4))
+    if rule == "middle":
+        # The middle of the best run of biases that make the same decisions: between two neighbouring crossings
+        # (or a crossing and the limit), as far from both as it can be.
+        edges = sorted({-limit, limit, *(-m for m, _ in pairs if abs(m) < limit)})
+        candidates = {round((lo + hi) / 2, 4) for lo, hi in zip(edges, edges[1:])}
+    elif rule != "nearest":
+        raise ValueError(f"bias rule {rule!r}: expected nearest or middle")
     ordered = sorted(candidates, key=abs)  # max() keeps the first (closest to 0) of equals
     if min_words_precision is None:
         best = max(ordered, key=right)
