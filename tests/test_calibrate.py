@@ -34,14 +34,14 @@ def test_the_bias_makes_the_most_decisions_right_closest_to_zero():
     # just above +1 wins the -1 call, one just below -0.5 wins the 0.5 words (4 right each): the smaller move wins.
     margins = [2.0, 1.0, -1.0, -3.0, 0.5]
     is_call = [True, True, True, False, False]
-    bias, stats = choose_call_bias(margins, is_call)
+    bias, stats = choose_call_bias(margins, is_call, rule="nearest")
     assert stats["after"]["right"] == 4 and stats["before"]["right"] == 3
     assert bias == pytest.approx(-0.5, abs=0.01) and bias < -0.5
     # already perfect: no move
-    bias, stats = choose_call_bias([3.0, -2.0], [True, False])
+    bias, stats = choose_call_bias([3.0, -2.0], [True, False], rule="nearest")
     assert bias == 0.0 and stats["after"]["right"] == 2
     # over-calling (every margin positive, words requests too): the bias goes negative
-    bias, stats = choose_call_bias([4.0, 3.0, 1.0, 0.5], [True, True, False, False])
+    bias, stats = choose_call_bias([4.0, 3.0, 1.0, 0.5], [True, True, False, False], rule="nearest")
     assert -3.0 < bias < -1.0 and stats["after"]["right"] == 4
     # requests where no call is possible (None) are left out
     bias, stats = choose_call_bias([None, 2.0], [True, True])
@@ -53,12 +53,12 @@ def test_the_middle_rule_puts_the_bias_halfway_between_the_crossings_around_it()
     # (the 0.5 words won, the 1.0 call kept). Nearest: just below -0.5; middle: the middle of the best run nearest
     # 0, -0.75.
     margins, is_call = [2.0, 1.0, -1.0, -3.0, 0.5], [True, True, True, False, False]
-    bias, stats = choose_call_bias(margins, is_call, rule="middle")
+    bias, stats = choose_call_bias(margins, is_call)
     assert bias == pytest.approx(-0.75) and stats["after"]["right"] == 4
     # Every decision is "another call" (an id left open): nearest stops just past the last crossing, middle goes
     # halfway to the limit.
-    nearest, _ = choose_call_bias([-1.0, -2.0, 0.5], [True, True, True])
-    middle, _ = choose_call_bias([-1.0, -2.0, 0.5], [True, True, True], rule="middle")
+    nearest, _ = choose_call_bias([-1.0, -2.0, 0.5], [True, True, True], rule="nearest")
+    middle, _ = choose_call_bias([-1.0, -2.0, 0.5], [True, True, True])  # the default
     assert nearest == pytest.approx(2.0, abs=0.01) and middle == pytest.approx(6.0)
     with pytest.raises(ValueError, match="bias rule"):
         choose_call_bias(margins, is_call, rule="widest")
@@ -69,18 +69,21 @@ def test_the_bias_keeps_words_answers_at_least_90_percent_right():
     # of the 4 words answers was a call request (precision 75%). Only biases with no words answers reach 90%:
     # just above +1, which keeps 2 of 5 right. Right decisions are not bought with words where a call was due.
     margins, is_call = [2.0, -1.0, -0.5, -0.5, -0.5], [True, True, False, False, False]
-    plain, stats = choose_call_bias(margins, is_call)
+    plain, stats = choose_call_bias(margins, is_call, rule="nearest")
     assert plain == 0.0 and stats["after"]["right"] == 4 and stats["after"]["words_precision"] == 0.75
-    bias, stats = choose_call_bias(margins, is_call, min_words_precision=0.9)
+    bias, stats = choose_call_bias(margins, is_call, min_words_precision=0.9, rule="nearest")
     assert 1 < bias < 1.01 and stats["after"]["right"] == 2 and stats["after"]["words_precision"] is None
     assert stats["before"]["words_precision"] == 0.75 and stats["min_words_precision"] == 0.9
     # the floor met at 0: the plain rule's choice
-    assert choose_call_bias([3.0, -2.0], [True, False], min_words_precision=0.9)[0] == 0.0
+    assert choose_call_bias([3.0, -2.0], [True, False], min_words_precision=0.9, rule="nearest")[0] == 0.0
     # requests where no call is possible are words answers at every bias; where no bias reaches the floor, the
     # highest precision reachable (1 of 3, between +1 and +2) is chosen
-    bias, stats = choose_call_bias([None, None, 3.0, -2.0, -1.0], [True, True, True, False, True], min_words_precision=0.9)
+    bias, stats = choose_call_bias([None, None, 3.0, -2.0, -1.0], [True, True, True, False, True], min_words_precision=0.9,
+                                   rule="nearest")
     assert stats["before"]["words_precision"] == pytest.approx(1 / 4)
     assert 1 < bias < 2 and stats["after"]["words_precision"] == pytest.approx(1 / 3)
+    # the middle rule keeps the floor too: the run past the last crossing (+1), halfway to the limit
+    assert choose_call_bias(margins, is_call, min_words_precision=0.9)[0] == pytest.approx(5.5)
 
 
 @pytest.fixture(scope="module")
@@ -163,7 +166,9 @@ def test_decisions_with_an_id_left_open_get_their_own_bias():
     rest_m, rest_more = [-0.4, -0.3, -0.2, -2.0], [False, False, False, False]
     bias, open_bias, stats = choose_next_call_biases(open_m + rest_m, [True] * n + rest_more,
                                                      [True] * n + [False] * 4)
-    assert 1.3 < open_bias < 1.4 and bias == 0.0  # every open decision another call; the rest keep ending
+    # Every open decision another call: from the last crossing (+1.3) halfway to the limit; the rest keep ending:
+    # from the first crossing (+0.2) halfway down to -10.
+    assert open_bias == pytest.approx(5.65) and bias == pytest.approx(-4.9)
     assert stats["after"]["right"] == n + 4 and stats["open_id"]["decisions"] == n
     assert stats["decisions"] == n + 4 and stats["no_open_id"]["after"]["right"] == 4
     assert choose_call_bias(open_m + rest_m, [True] * n + rest_more)[1]["after"]["right"] < n + 4  # one bias: fewer
