@@ -5,7 +5,8 @@ That choice is where a model trained mostly on calls over-calls. The *margin* of
 ``<start_function_call>`` minus the best other score the grammar allows at that position (one forward, no
 decoding); greedy calls a tool when the margin is above 0. Calibration picks the bias added to the call score
 (``decoding.decode_greedy(call_bias=...)``) that makes the most validation decisions right — calls on requests
-whose gold answer is a call, words on the others — preferring the bias closest to 0 among equals, among the biases
+whose gold answer is a call, words on the others — in the middle of the best run of biases that make the same
+decisions (``choose_call_bias``: as far from every request's crossing as it can be), among the biases
 whose words answers are at least 90% right (``MIN_WORDS_PRECISION``, the goal's no-call precision): right
 decisions are never bought with words where a call was due.
 
