@@ -78,8 +78,8 @@ def test_the_bias_keeps_words_answers_at_least_90_percent_right():
     assert choose_call_bias([3.0, -2.0], [True, False], min_words_precision=0.9, rule="nearest")[0] == 0.0
     # requests where no call is possible are words answers at every bias; where no bias reaches the floor, the
     # highest precision reachable (1 of 3, between +1 and +2) is chosen
-    bias, stats = choose_call_bias([None, None, 3.0, -2.0, -1.0], [True, True, True, False, True], min_words_precision=0.9,
-                                   rule="nearest")
+    bias, stats = choose_call_bias([None, None, 3.0, -2.0, -1.0], [True, True, True, False, True],
+                                   min_words_precision=0.9, rule="nearest")
     assert stats["before"]["words_precision"] == pytest.approx(1 / 4)
     assert 1 < bias < 2 and stats["after"]["words_precision"] == pytest.approx(1 / 3)
     # the middle rule keeps the floor too: the run past the last crossing (+1), halfway to the limit

@@ -303,12 +303,14 @@ def test_a_request_without_the_required_id_cannot_make_the_call(constraint: Tool
 
 
 def test_grounded_ids_have_the_shape_the_schema_gives(constraint: ToolCallConstraint, predictor: Predictor) -> None:
-    """task_id and session_id are "(UUID)", create_task's codebase_id "(8 hex chars) or global": a codebase's id is never a task's,
-    nor a task's UUID a codebase's, though both are id-like spans of the request."""
+    """task_id and session_id are "(UUID)", create_task's codebase_id "(8 hex chars) or global": a codebase's id is
+    never a task's, nor a task's UUID a codebase's, though both are id-like spans of the request."""
     tok, req = predictor.tokenizer, f"a task in 04891101 to fix login, and cancel {UUID_A}"
-    right = calls(Call("create_task", {"title": "fix login", "codebase_id": "04891101"}), Call("cancel_task", {"task_id": UUID_A}))
+    right = calls(Call("create_task", {"title": "fix login", "codebase_id": "04891101"}),
+                  Call("cancel_task", {"task_id": UUID_A}))
     assert grounded_accepts(constraint, tok, req, right)
-    for wrong in (Call("cancel_task", {"task_id": "04891101"}), Call("create_task", {"title": "fix login", "codebase_id": UUID_A}),
+    for wrong in (Call("cancel_task", {"task_id": "04891101"}),
+                  Call("create_task", {"title": "fix login", "codebase_id": UUID_A}),
                   Call("get_session_history", {"session_id": "04891101"})):
         assert not grounded_accepts(constraint, tok, req, calls(wrong)), wrong
         assert accepts(constraint, tok, calls(wrong))  # the plain grammar takes it

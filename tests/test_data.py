@@ -83,7 +83,8 @@ def test_check_example_catches_schema_and_grounding_problems(tools):
     assert any("verbatim" in p for p in check_example(get, tools))
     short = Example(request="status of task 3f1c2a9e", calls=[Call("get_task", {"task_id": "3f1c2a9e"})])
     assert any("not the shape the schema gives" in p for p in check_example(short, tools))
-    in_codebase = Example(request=f"task in {TASK}: fix login", calls=[Call("create_task", {"title": "fix login", "codebase_id": TASK})])
+    in_codebase = Example(request=f"task in {TASK}: fix login",
+                          calls=[Call("create_task", {"title": "fix login", "codebase_id": TASK})])
     assert any("not the shape the schema gives" in p for p in check_example(in_codebase, tools))
     vague = Example(request="create a task to fix login", calls=[Call("create_task", {"title": "fix login", "description": "Users report 500 errors on OAuth callback"})])
     assert any("words are not in the request" in p for p in check_example(vague, tools))

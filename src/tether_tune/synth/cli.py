@@ -51,7 +51,8 @@ class GenerateConfig:
     include: list[str] = field(default_factory=list, metadata={
         "help": "hand-written example files (any format tether-tune reads) added to the train split as they are, "
                 "never held out; every example is checked against the tools (schema and grounding) and one that "
-                "fails stops the run with its file and line (HANDWRITTEN=data/handwritten_train.jsonl make main adds that file)",
+                "fails stops the run with its file and line (HANDWRITTEN=data/handwritten_train.jsonl make main "
+                "adds that file)",
         "metavar": "FILE"})
     train_size: int | None = field(default=None, metadata={
         "help": "keep a seeded random N of the generated train split (val and test stay exactly as they are); the "
