@@ -153,18 +153,20 @@ def choose_call_bias(margins: Sequence[float | None], is_call: Sequence[bool], l
         words = [c for m, c in pairs if not m + b > 0] + forced
         return sum(not c for c in words) / len(words) if words else None
 
-    # Decisions change only where -margin crosses b: try 0 and a point just past each crossing.
-    candidates = {0.0}
-    for m, _ in pairs:
-        for b in (-m + 1e-3, -m - 1e-3):
-            if abs(b) <= limit:
-                candidates.add(round(b, 4))
+    # Decisions change only where -margin crosses b.
     if rule == "middle":
-        # The middle of the best run of biases that make the same decisions: between two neighbouring crossings
-        # (or a crossing and the limit), as far from both as it can be.
+        # The middle of each run of biases that make the same decisions: between two neighbouring crossings (or a
+        # crossing and the limit), as far from both as it can be.
         edges = sorted({-limit, limit, *(-m for m, _ in pairs if abs(m) < limit)})
         candidates = {round((lo + hi) / 2, 4) for lo, hi in zip(edges, edges[1:])}
-    elif rule != "nearest":
+    elif rule == "nearest":
+        # 0 and a point just past each crossing.
+        candidates = {0.0}
+        for m, _ in pairs:
+            for b in (-m + 1e-3, -m - 1e-3):
+                if abs(b) <= limit:
+                    candidates.add(round(b, 4))
+    else:
         raise ValueError(f"bias rule {rule!r}: expected nearest or middle")
     ordered = sorted(candidates, key=abs)  # max() keeps the first (closest to 0) of equals
     if min_words_precision is None:

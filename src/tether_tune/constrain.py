@@ -52,7 +52,7 @@ from .format import (
     START_CALL,
     START_RESPONSE,
 )
-from .tools import grounding_kind, id_fits, tool_map
+from .tools import UUID_PATTERN, grounding_kind, id_fits, tool_map
 
 #: An integer range with at most this many values is written out value by value (exact bounds);
 #: a larger one is "digits" with the sign the minimum allows.
@@ -71,7 +71,7 @@ def _seq(*parts: str | None) -> str:
     return " ".join(p for p in parts if p)
 
 
-_UUID = re.compile(r"(?<![0-9A-Za-z])[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}(?![0-9A-Za-z])")
+_UUID = re.compile(rf"(?<![0-9A-Za-z]){UUID_PATTERN}(?![0-9A-Za-z])")
 _ID_LIKE = re.compile(r"(?<![\w-])[A-Za-z0-9][\w-]{4,}[A-Za-z0-9](?![\w-])")
 _NAME_WORD = re.compile(r"[A-Za-z0-9][\w-]*")
 #: Longest agent name, in words, taken from a request ("security audit agent").
@@ -147,7 +147,7 @@ class _Grammar:
         request = self.request or ""
         if kind == "id":
             values = [v for v in id_spans(request) if id_fits(v, schema)]
-            if "global" in str(schema.get("description", "")).lower() and re.search(r"\bglobal\b", request, re.I):
+            if id_fits("global", schema) and re.search(r"\bglobal\b", request, re.I):
                 values.append("global")
         else:
             values = name_spans(request)

@@ -159,7 +159,9 @@ def grounding_kind(key: str, schema: Mapping[str, Any]) -> str | None:
     return "text"
 
 
-_UUID_SHAPE = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+#: A UUID's text, either case (grounded decoding finds them in requests with it too: ``constrain.id_spans``).
+UUID_PATTERN = r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
+_UUID_SHAPE = re.compile(UUID_PATTERN)
 
 
 def id_fits(value: str, schema: Mapping[str, Any]) -> bool:
@@ -168,11 +170,11 @@ def id_fits(value: str, schema: Mapping[str, Any]) -> bool:
     ``codebase_id`` "Codebase id (8 hex chars) or global."). An id the schema says nothing about fits any shape.
     One rule for the data checks and grounded decoding: a codebase's 8 hex digits are never a ``task_id``, a task's
     UUID never a ``codebase_id``. ``global`` fits where the description offers it."""
+    described = str(schema.get("description", ""))
+    if value == "global" and "global" in described.lower():  # grounded decoding offers it by this rule
+        return True
     if schema.get("pattern"):
         return re.search(str(schema["pattern"]), value) is not None
-    described = str(schema.get("description", ""))
-    if value == "global" and "global" in described.lower():  # as grounded decoding offers it
-        return True
     if str(schema.get("format", "")).lower() == "uuid" or re.search(r"\bUUIDs?\b", described, re.I):
         return _UUID_SHAPE.fullmatch(value) is not None
     hexes = re.search(r"\b(\d+) hex\b", described, re.I)
