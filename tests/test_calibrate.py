@@ -16,6 +16,7 @@ from tether_tune.calibrate import (
     call_margins,
     choose_call_bias,
     choose_next_call_biases,
+    enum_margins,
     next_call_margins,
     run_biases,
 )
@@ -241,12 +242,13 @@ def test_run_biases_are_the_given_ones_else_the_runs():
     (the run's open_id_bias is not used); a plain model (no run info) gets 0 and no open_id_bias."""
     from tether_tune.rundir import RunInfo
 
-    info = RunInfo(base_model="m", call_bias=-1.5, next_call_bias=0.6, open_id_bias=2.2)
-    assert run_biases(info) == (-1.5, 0.6, 2.2)
-    assert run_biases(info, call_bias=0.0) == (0.0, 0.6, 2.2)
-    assert run_biases(info, next_call_bias=0.0) == (-1.5, 0.0, None)
-    assert run_biases(RunInfo(base_model="m")) == (0.0, 0.0, None)
-    assert run_biases(None, 1.0) == (1.0, 0.0, None)
+    info = RunInfo(base_model="m", call_bias=-1.5, next_call_bias=0.6, open_id_bias=2.2, enum_bias=4.0)
+    assert run_biases(info) == (-1.5, 0.6, 2.2, 4.0)
+    assert run_biases(info, call_bias=0.0) == (0.0, 0.6, 2.2, 4.0)
+    assert run_biases(info, next_call_bias=0.0) == (-1.5, 0.0, None, 4.0)
+    assert run_biases(info, enum_bias=0.0) == (-1.5, 0.6, 2.2, 0.0)
+    assert run_biases(RunInfo(base_model="m")) == (0.0, 0.0, None, 0.0)
+    assert run_biases(None, 1.0) == (1.0, 0.0, None, 0.0)
 
 
 def test_repeated_call_finds_a_call_made_twice_token_for_token():
@@ -300,6 +302,7 @@ def test_calibrate_command_stores_the_bias_and_prediction_applies_it(tiny_model_
     assert Predictor.load(str(run)).call_bias == info["call_bias"]
     assert Predictor.load(str(run), call_bias=0.0).call_bias == 0.0
     assert isinstance(info["next_call_bias"], float) and info["next_call_calibration"]["decisions"] == 1
+    assert "enum_bias" not in info and info["enum_calibration"]["decisions"] == 0  # no enum stated in a call's request
     assert Predictor.load(str(run)).next_call_bias == info["next_call_bias"]
     # several files: one calibration on all their examples (a gold-format file with acceptable values too)
     dev = tmp_path / "dev.jsonl"
@@ -311,3 +314,76 @@ def test_calibrate_command_stores_the_bias_and_prediction_applies_it(tiny_model_
     with pytest.raises(SystemExit) as exit_:
         cli.main(["calibrate", "--model_path", str(tiny_model_dir), "--val_file", str(val)])
     assert exit_.value.code == 2
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The enum bias: an optional enum argument the request states, passed by
+# --------------------------------------------------------------------------------------------------------------
+
+FAILED = Example("show me the failed tasks", [Call("list_tasks", {"status": "failed"})])
+FAILED_IN = Example("failed tasks in 04891101", [Call("list_tasks", {"codebase_id": "04891101", "status": "failed"})])
+BUILD = Example("create a task to fix the build", [Call("create_task", {"title": "fix the build"})])
+
+
+def _said(predictor: Predictor, ex: Example) -> list[int]:
+    from tether_tune.encode import IGNORE_INDEX, encode_example
+
+    enc = encode_example(predictor.tokenizer, ex, predictor.tools)
+    return [t for t, y in zip(enc.input_ids, enc.labels) if y != IGNORE_INDEX]
+
+
+def test_enum_margin_is_the_best_kept_minus_the_best_passed_by_at_each_decision(predictor: Predictor):
+    """Teacher-forced, under the grounded grammar: list_tasks for "failed" decides after its name ('{' keeps the
+    status possible, '{}' passes it by); with a codebase first, after the codebase's value (',' or '}'); a
+    create_task for "fix the build" decides at '{' (agent_type, or a later key: the gold passes it by). Each margin
+    is the best allowed keeping token minus the best allowed passing one, read from one plain forward."""
+    from tether_tune.constrain import skips_enum, unsaid_enum
+    from tether_tune.tokenizer import decode
+
+    examples = [FAILED, FAILED_IN, BUILD, Example("hi", text="Hello!"), TWO]
+    margins, keeps = enum_margins(predictor, examples)
+    assert keeps == [True, True, True, False]  # FAILED once, FAILED_IN twice, BUILD passes agent_type by
+    direct = []
+    for ex in (FAILED, FAILED_IN, BUILD):
+        said = _said(predictor, ex)
+        prompt = predictor.encode(ex.request)
+        with torch.no_grad():
+            logits = predictor.model(torch.tensor([prompt + said])).logits[0].float()
+        matcher = predictor.constraint.matcher(ex.request)
+        for i, tok in enumerate(said):
+            unsaid = unsaid_enum(predictor.tools, ex.request, decode(predictor.tokenizer, said[:i])) if i else None
+            if unsaid is not None:
+                ids = predictor.constraint.allowed([matcher], logits.shape[-1])[0].nonzero()[:, 0].tolist()
+                skip = [t for t in ids if skips_enum(decode(predictor.tokenizer, [t]), *unsaid)]
+                stay = [t for t in ids if t not in skip]
+                if skip and stay:
+                    row = logits[len(prompt) + i - 1]
+                    direct.append(float(row[stay].max() - row[skip].max()))
+            assert matcher.consume_token(tok)
+    assert margins == pytest.approx(direct, abs=1e-3)
+    assert enum_margins(predictor, [Example("list the tasks", [Call("list_tasks", {})])]) == ([], [])
+
+
+@pytest.mark.parametrize("speculate", [0, 8])
+def test_the_enum_bias_sets_the_status_the_request_states(predictor: Predictor, tools: list[dict], speculate: int):
+    """list_tasks calls only (tool_choice): the tiny model left alone writes list_tasks{} for "show me the failed
+    tasks" or not; with the enum bias past its margin it writes status failed (the one value the grounded grammar
+    offers), and with a bias short of it, what it wrote at 0. A request that states no status decodes the same
+    either way."""
+    from tether_tune.constrain import ToolCallConstraint
+    from tether_tune.tokenizer import decode
+
+    only = ToolCallConstraint(predictor.tokenizer, tools, grounded=True, tool_choice="list_tasks")
+
+    def run(request: str, enum_bias: float) -> str:
+        suffix = predictor.suffix(request)
+        (d,) = decode_greedy(predictor.model, predictor.prefix, [suffix], predictor.stop_ids, 60, only,
+                             predictor.pad_id, speculate, [suffix], [request], 0.0, -50.0,
+                             decode=lambda ids: decode(predictor.tokenizer, ids), enum_bias=enum_bias)
+        return decode(predictor.tokenizer, d.ids)
+
+    (m,), _ = enum_margins(predictor, [FAILED])
+    assert "status:<escape>failed<escape>" in run(FAILED.request, max(-m, 0) + 1.0)
+    assert "status" not in run(FAILED.request, -m - 1.0)
+    assert ("status" in run(FAILED.request, 0.0)) == (m > 0)
+    assert run("list the tasks", 30.0) == run("list the tasks", 0.0)

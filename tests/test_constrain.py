@@ -336,6 +336,56 @@ def test_grounded_names_and_text_are_spans_of_the_request(constraint: ToolCallCo
     assert grounded_accepts(constraint, tok, "global task: rotate the leaked key", calls(title))
 
 
+def test_grounded_enum_values_are_the_ones_the_request_states(constraint: ToolCallConstraint,
+                                                              predictor: Predictor) -> None:
+    """An enum value of a string argument by its name or a synonym (tools.enum_stated), as the data checks read
+    it; an optional enum the request does not state is left out of the grammar ("list all the tasks" had become
+    status: pending)."""
+    tok = predictor.tokenizer
+    for req, value in (("which tasks broke overnight?", "failed"), ("show cancelled tasks", "cancelled"),
+                       ("queued tasks", "pending"), ("failed or running tasks?", "working")):
+        assert grounded_accepts(constraint, tok, req, calls(Call("list_tasks", {"status": value}))), req
+    for req, value in (("list all the tasks", "pending"), ("which tasks broke overnight?", "completed"),
+                       ("rebuild the tasks list", "failed")):
+        assert not grounded_accepts(constraint, tok, req, calls(Call("list_tasks", {"status": value}))), req
+        assert accepts(constraint, tok, calls(Call("list_tasks", {"status": value})))  # the plain grammar takes it
+    assert grounded_accepts(constraint, tok, "list all the tasks", calls(Call("list_tasks", {})))
+    session = f"the tl;dr of session {UUID_A}"
+    assert grounded_accepts(constraint, tok, session, calls(Call("playback_session", {"session_id": UUID_A,
+                                                                                      "style": "summary"})))
+    assert not grounded_accepts(constraint, tok, session, calls(Call("playback_session", {"session_id": UUID_A,
+                                                                                          "style": "verbatim"})))
+
+
+def test_unsaid_enum_is_an_optional_enum_the_request_states_and_the_call_can_still_set() -> None:
+    from tether_tune.constrain import skips_enum, unsaid_enum
+    from tether_tune.tools import load_tools
+
+    tools, start = load_tools(), "<start_function_call>call:"
+    failed = "show me the failed tasks in 04891101"
+    assert unsaid_enum(tools, failed, start + "list_tasks") == ("status", ())
+    assert unsaid_enum(tools, failed, start + "list_tasks{") == ("status", ())
+    assert unsaid_enum(tools, failed, start + "list_tasks{codebase_id:<escape>04891101<escape>") == ("status", ())
+    assert unsaid_enum(tools, failed, start + "list_tasks{codebase_id:<escape>0489") is None  # inside a value
+    assert unsaid_enum(tools, failed, start + "list_tasks{status:<escape>failed<escape>") is None  # set
+    assert unsaid_enum(tools, failed, start + "list_tasks{}<end_function_call>") is None  # the call has ended
+    assert unsaid_enum(tools, "list all the tasks", start + "list_tasks") is None  # no status stated
+    assert unsaid_enum(tools, failed, "") is None and unsaid_enum(tools, failed, "Sure") is None
+    build = "create a task to fix the build"
+    assert unsaid_enum(tools, build, start + "create_task{") == (
+        "agent_type", ("codebase_id", "description", "priority", "title"))
+    assert unsaid_enum(tools, build, start + "create_task{title:<escape>fix the build<escape>") is None  # too late
+    summary = f"summarize session {UUID_A}"
+    assert unsaid_enum(tools, summary, start + f"playback_session{{session_id:<escape>{UUID_A}<escape>") == ("style", ())
+    # a value that spells out "call:" does not start a call
+    assert unsaid_enum(tools, failed, start + "send_message{message:<escape>call:list_tasks") is None
+    # passing by: closing the call, or starting a later key; never the key itself, a comma or '{'
+    assert skips_enum("}", "status", ()) and skips_enum("{}", "status", ())
+    assert skips_enum("title", "agent_type", ("title",)) and skips_enum("desc", "agent_type", ("description",))
+    assert not skips_enum("agent", "agent_type", ("title",)) and not skips_enum(",", "status", ())
+    assert not skips_enum("{", "status", ()) and not skips_enum("code", "status", ())
+
+
 def test_grounding_spans() -> None:
     from tether_tune.constrain import id_spans, name_spans
 

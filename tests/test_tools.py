@@ -139,3 +139,14 @@ def test_an_id_fits_the_shape_its_schema_declares(tools):
     assert not id_fits(UUID, {"type": "string", "pattern": "^T-[0-9]+$"})
     assert not id_fits("04891101", {"type": "string", "format": "uuid"})
     assert id_fits("anything-9", {"type": "string", "description": "Run id."})
+
+
+def test_an_enum_value_is_stated_by_its_name_or_a_synonym_as_whole_words():
+    from tether_tune.tools import enum_stated
+
+    assert enum_stated("failed", "which tasks broke overnight?") and enum_stated("failed", "Failed tasks")
+    assert enum_stated("summary", "he summarized session 1") and enum_stated("summary", "tl;dr of that session")
+    assert enum_stated("verbatim", "play it back word for word") and enum_stated("working", "what's In Progress")
+    assert not enum_stated("build", "rebuild the cache") and not enum_stated("completed", "abandoned tasks")
+    assert not enum_stated("pending", "list all the tasks") and not enum_stated(7, "priority 7")
+    assert enum_stated("Custom", "use the custom one")  # a value without synonyms: its own name, case aside

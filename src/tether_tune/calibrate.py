@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 from .config import ConfigError, print_config, say
-from .constrain import open_ids
+from .constrain import open_ids, skips_enum, unsaid_enum
 from .data import Example, read_examples
 from .decoding import END_CALL_ID, START_CALL_ID, START_RESPONSE_ID, first_token_logits, last_logits
 
@@ -45,19 +45,25 @@ NEXT_CALL_BIAS_HELP = ("added to the call token's score right after each call: t
                        "has an id no call has used yet, one otherwise), 0 for a plain model; given, it applies after "
                        "every call")
 
+ENUM_BIAS_HELP = ("taken from the score of each token that would pass by an optional enum argument the request states "
+                  "(\"show me the failed tasks\": list_tasks without its status), with --constrained; default: the "
+                  "run's calibrated value (run_info.json), 0 for a plain model; 0 turns it off")
 
-def run_biases(info: Any, call_bias: float | None = None,
-                next_call_bias: float | None = None) -> tuple[float, float, float | None]:
-    """``(call_bias, next_call_bias, open_id_bias)`` for decoding a run: the ones given, else the run's calibrated
-    ones (``info``: its ``rundir.RunInfo``, or None for a plain model: 0). A given ``next_call_bias`` applies after
-    every call, so the run's ``open_id_bias`` is then not used."""
+
+def run_biases(info: Any, call_bias: float | None = None, next_call_bias: float | None = None,
+               enum_bias: float | None = None) -> tuple[float, float, float | None, float]:
+    """``(call_bias, next_call_bias, open_id_bias, enum_bias)`` for decoding a run: the ones given, else the run's
+    calibrated ones (``info``: its ``rundir.RunInfo``, or None for a plain model: 0). A given ``next_call_bias``
+    applies after every call, so the run's ``open_id_bias`` is then not used."""
     if call_bias is None:
         call_bias = (info.call_bias if info is not None else None) or 0.0
+    if enum_bias is None:
+        enum_bias = (info.enum_bias if info is not None else None) or 0.0
     if next_call_bias is not None:
-        return call_bias, next_call_bias, None
+        return call_bias, next_call_bias, None, enum_bias
     if info is None:
-        return call_bias, 0.0, None
-    return call_bias, info.next_call_bias or 0.0, info.open_id_bias
+        return call_bias, 0.0, None, enum_bias
+    return call_bias, info.next_call_bias or 0.0, info.open_id_bias, enum_bias
 
 
 def call_margins(predictor: Any, requests: Sequence[str], batch_size: int = 8) -> list[float | None]:
@@ -198,6 +204,73 @@ def calibrate(predictor: Any, examples: Sequence[Example], batch_size: int = 8) 
     return choose_call_bias(margins, [bool(ex.calls) for ex in examples], min_words_precision=MIN_WORDS_PRECISION)
 
 
+def enum_margins(predictor: Any, examples: Sequence[Example], batch_size: int = 8) -> tuple[list[float], list[bool]]:
+    """At each point of each gold answer (teacher-forced, under the predictor's grammar) where the call in progress
+    has an optional enum argument the request states and that is not set yet (``constrain.unsaid_enum``): the best
+    score of an allowed token that keeps it possible minus the best of one that passes it by
+    (``constrain.skips_enum``), and whether the gold answer keeps it (``decoding``'s ``enum_bias`` weighs that
+    decision). Only where the grammar allows both kinds; an answer the grammar rejects is left at that point."""
+    from dataclasses import replace
+
+    from .decoding import MAX_ENUM_CHOICES
+    from .encode import IGNORE_INDEX, encode_example
+    from .tokenizer import decode
+
+    constraint = predictor.constraint
+    if constraint is None:
+        return [], []
+    items: list[tuple[list[int], list[int], str]] = []  # (suffix, completion, request)
+    n = len(predictor.prefix.ids)
+    for ex in examples:
+        if not ex.calls:
+            continue
+        enc = encode_example(predictor.tokenizer, replace(ex, developer=predictor.developer), predictor.tools)
+        completion = [t for t, y in zip(enc.input_ids, enc.labels) if y != IGNORE_INDEX]
+        items.append((enc.input_ids[n:], completion, ex.request))
+    texts: dict[int, str] = {}
+    margins: list[float] = []
+    keeps: list[bool] = []
+    for start in range(0, len(items), batch_size):
+        chunk = items[start : start + batch_size]
+        keep = max(len(c) for _, c, _ in chunk)
+        logits = last_logits(predictor.model, predictor.prefix, [s for s, _, _ in chunk], keep, predictor.pad_id)
+        for row, (_, completion, request) in zip(logits, chunk):
+            at = keep - len(completion)  # the row's logits after completion[0] are at column ``at``
+            matcher = constraint.matcher(request)
+            for i, token in enumerate(completion):
+                unsaid = unsaid_enum(constraint.tools, request, decode(predictor.tokenizer, completion[:i])) if i else None
+                if unsaid is not None:
+                    ids = constraint.allowed([matcher], row.shape[-1])[0].nonzero()[:, 0].tolist()
+                    if len(ids) <= MAX_ENUM_CHOICES:
+                        for t in ids:
+                            if t not in texts:
+                                texts[t] = decode(predictor.tokenizer, [t])
+                        skip = [t for t in ids if skips_enum(texts[t], *unsaid)]
+                        stay = [t for t in ids if t not in skip]
+                        if skip and stay:
+                            scores = row[at + i - 1]
+                            margins.append(float(scores[stay].max() - scores[skip].max()))
+                            keeps.append(token not in skip)
+                if not matcher.consume_token(token):
+                    break  # the gold answer leaves the grammar here (an argument the request does not state)
+    return margins, keeps
+
+
+def calibrate_enum(predictor: Any, examples: Sequence[Example], batch_size: int = 8) -> tuple[float | None, dict[str, Any]]:
+    """The enum bias for ``predictor`` chosen on ``examples`` by :func:`choose_call_bias` (the middle rule) on the
+    decisions of :func:`enum_margins`; ``None`` where there are none (or the predictor has no grammar)."""
+    margins, keeps = enum_margins(predictor, examples, batch_size)
+    if not margins:
+        return None, {"decisions": 0}
+    bias, stats = choose_call_bias(margins, keeps)
+    out = {"bias": bias, "decisions": stats["examples"], "kept": stats["call_requests"],
+           "passed_by": stats["words_requests"]}
+    for side in ("before", "after"):
+        c = stats[side]
+        out[side] = {"right": c["right"], "kept": c["calls_on_call_requests"], "passed_by": c["words_on_words_requests"]}
+    return bias, out
+
+
 #: The fewest decisions with an id left open (``constrain.open_ids``) that get their own bias; with fewer, every
 #: decision after a call shares one bias.
 MIN_OPEN_ID_DECISIONS = 10
@@ -256,6 +329,8 @@ def calibrate_run_info(info: Any, predictor: Any, examples: Sequence[Example], v
     more, open_bias, more_stats = calibrate_next_call(predictor, examples, batch_size)
     info.next_call_bias, info.open_id_bias = more, open_bias
     info.next_call_calibration = {**more_stats, "val_file": val_file}
+    enum_bias, enum_stats = calibrate_enum(predictor, examples, batch_size)
+    info.enum_bias, info.enum_calibration = enum_bias, {**enum_stats, "val_file": val_file}
     precision = stats["after"]["words_precision"]
     opened = ("" if open_bias is None else
               f" ({open_bias:+.3f} while the request has an id no call has used: "
@@ -264,7 +339,11 @@ def calibrate_run_info(info: Any, predictor: Any, examples: Sequence[Example], v
             f"{stats['examples']} decisions right on {val_file} (words answers right: "
             f"{'none given' if precision is None else f'{precision:.1%}'}; floor {MIN_WORDS_PRECISION:.0%})\n"
             f"another-call-or-end bias {more:+.3f}{opened}: {more_stats['before']['right']} -> "
-            f"{more_stats['after']['right']} of {more_stats['decisions']} decisions right")
+            f"{more_stats['after']['right']} of {more_stats['decisions']} decisions right\n"
+            + ("enum bias: no decisions (no optional enum argument stated in a call's request)" if enum_bias is None
+               else f"enum bias {enum_bias:+.3f} (taken from passing by an enum argument the request states): "
+                    f"{enum_stats['before']['right']} -> {enum_stats['after']['right']} of "
+                    f"{enum_stats['decisions']} decisions right"))
 
 
 # --------------------------------------------------------------------------------------------------------------

@@ -9,24 +9,8 @@ from typing import Any, Mapping, Sequence
 from .data import Example
 from .format import Call
 from .text import normalize_text, words as words_of
-from .tools import grounding_kind, id_fits, tool_map, validate_call
+from .tools import ENUM_SYNONYMS, enum_stated, grounding_kind, id_fits, tool_map, validate_call  # noqa: F401 (ENUM_SYNONYMS: re-exported)
 
-
-#: Words people use for enum values; a value in the target must be named (or a synonym said) in the request.
-ENUM_SYNONYMS: dict[str, tuple[str, ...]] = {
-    "pending": ("pending", "queued", "waiting", "not started", "hasn't started", "not yet started"),
-    "working": ("working", "running", "in progress", "in-progress", "active", "ongoing", "being worked on"),
-    "completed": ("completed", "complete", "done", "finished", "succeeded", "successful"),
-    "failed": ("failed", "failing", "errored", "broken", "broke", "crashed", "failures"),
-    "cancelled": ("cancelled", "canceled", "aborted", "called off"),
-    "verbatim": ("verbatim", "word for word", "word-for-word", "exact", "exactly", "full transcript", "in full", "everything", "every word"),
-    "summary": ("summary", "summarize", "summarise", "recap", "overview", "gist", "short version", "tl;dr", "tldr", "brief"),
-    "build": ("build", "builder", "building"),
-    "plan": ("plan", "planner", "planning"),
-    "general": ("general", "general-purpose", "generic"),
-    "explore": ("explore", "explorer", "exploration", "exploring"),
-    "forage": ("forage", "forager", "foraging"),
-}
 
 #: Numbers people write as words ("priority seven").
 NUMBER_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten")
@@ -65,11 +49,8 @@ def grounding_problems(example: Example, tools: Sequence[Mapping[str, Any]]) -> 
             elif isinstance(value, str):
                 # A string value is read as a string argument, whatever (or whether) its schema says.
                 kind = grounding_kind(key, {**prop, "type": "string"})
-                if kind is None:  # an enum
-                    names = ENUM_SYNONYMS.get(value, (value,))
-                    # Whole words (and their inflections) only: "summarized" states `summary`, but "rebuild" does
-                    # not state `build`, nor does "abandoned" say "done".
-                    if not any(re.search(rf"(?<![a-z0-9]){re.escape(n)}(?:s|d|ed|ing)?(?![a-z0-9])", low) for n in names):
+                if kind is None:  # an enum: its name or a synonym, as whole words (tools.enum_stated)
+                    if not enum_stated(value, request):
                         problems.append(f"{where}: the request names neither the value nor a synonym of it")
                 elif kind == "id":
                     if value not in request:

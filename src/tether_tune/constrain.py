@@ -20,7 +20,15 @@ only be what the request says —
 - a name (a key ending in ``_name``: ``agent_name``) only a span of 1-3 of the request's words, lower-cased and
   joined by ``-`` (spoken "the Code Reviewer" may become ``code-reviewer``), never holding an id;
 - any other text (``title``, ``description``, ``message``) only a span of the request's words, as written
-  (llguidance's ``substring_words`` terminal), not starting or ending in white space.
+  (llguidance's ``substring_words`` terminal), not starting or ending in white space;
+- an enum value of a string argument (``status``, ``style``, ``agent_type``) only one the request states, by name
+  or synonym (``tools.enum_stated``: "broke" states ``failed``, "tl;dr" ``summary``); an optional one the request
+  does not state is left out ("list all the tasks" cannot become ``status: pending``).
+
+An optional enum argument the request states is easy for a small model to leave out ("show me the failed tasks"
+as ``list_tasks{}``). :func:`unsaid_enum` finds such an argument at each point between two arguments of the call
+in progress, and :func:`skips_enum` the tokens that would pass it by (closing the call, or a later key); decoding
+weighs them down by a calibrated bias (``decoding``'s ``enum_bias``, chosen by ``calibrate.py``).
 
 A call whose required argument has no candidate in the request (``cancel the task`` without an id) is left out of
 the grammar, so the model has to answer in words. Where one candidate remains (one UUID in the request), the
@@ -52,7 +60,7 @@ from .format import (
     START_CALL,
     START_RESPONSE,
 )
-from .tools import UUID_PATTERN, grounding_kind, id_fits, tool_map
+from .tools import UUID_PATTERN, enum_stated, grounding_kind, id_fits, tool_map
 
 #: An integer range with at most this many values is written out value by value (exact bounds);
 #: a larger one is "digits" with the sign the minimum allows.
@@ -92,6 +100,57 @@ def open_ids(request: str, said: str) -> list[str]:
     is due ("cancel A and B", "get A and the history of B"); ``decoding`` weighs that decision with its own
     calibrated bias (``open_id_bias``)."""
     return [i for i in id_spans(request) if i not in said]
+
+
+#: The text that opens a call in a model turn (as decoded, control tokens spelled out).
+_CALL_OPEN = START_CALL + "call:"
+
+
+def unsaid_enum(tools: Sequence[Mapping[str, Any]], request: str, said: str) -> tuple[str, tuple[str, ...]] | None:
+    """Where ``said`` (the model turn so far, as text) stands between two arguments of a call in progress — right
+    after the tool's name, after ``{`` or ``,``, or after a value's closing ``<escape>`` — the first optional string
+    enum argument of that tool that is not set yet, can still come (arguments go in sorted key order: it sorts after
+    every key given) and has a value the request states (``tools.enum_stated``). Returns ``(key, later)``: that key
+    and the keys sorted after it (choosing one of those, or closing the call, passes the argument by); ``None``
+    elsewhere. "show me the failed tasks" after ``call:list_tasks`` gives ``("status", ())``."""
+    start = said.rfind(_CALL_OPEN)
+    if start < 0:
+        return None
+    call = said[start + len(_CALL_OPEN):]
+    if END_CALL in call:
+        return None
+    name, brace, args = call.partition("{")
+    fn = tool_map(tools).get(name)
+    if fn is None:
+        return None
+    if brace:
+        bare = re.sub(f"{re.escape(ESCAPE)}.*?{re.escape(ESCAPE)}", "", args, flags=re.S)  # values left out
+        if ESCAPE in bare or not (args == "" or args.endswith((",", ESCAPE))):
+            return None  # inside a value, a key or a number
+        given = re.findall(r"(?:^|,)([^,:]+):", bare)
+    else:
+        given = []
+    params = fn.get("parameters") or {}
+    props: Mapping[str, Any] = params.get("properties") or {}
+    required = set(params.get("required") or [])
+    keys = sorted(props)
+    last = max(given, default="")
+    for j, key in enumerate(keys):
+        prop = props[key]
+        if key in given or key in required or key < last or not prop.get("enum"):
+            continue
+        if any(enum_stated(v, request) for v in prop["enum"]):
+            return key, tuple(keys[j + 1:])
+    return None
+
+
+def skips_enum(token_text: str, key: str, later: Sequence[str]) -> bool:
+    """Whether a token, as text, passes by the enum argument ``key`` where :func:`unsaid_enum` found it: it closes
+    the call's arguments (``}``, ``{}``), or it begins one of the ``later`` keys and not ``key``."""
+    if "}" in token_text:
+        return True
+    text = token_text.strip()
+    return bool(text) and any(k.startswith(text) for k in later) and not key.startswith(text)
 
 
 #: A word that is an id, never part of a name: a UUID, or 8+ hex digits with a digit among them (a codebase id).
@@ -167,6 +226,12 @@ class _Grammar:
         if enum:
             esc = self.tok[ESCAPE]
             strings = [v for v in enum if isinstance(v, str)]
+            if self.request is not None and key and strings:
+                # Grounded: a string enum takes only the values the request states (tools.enum_stated: the name
+                # or a synonym); none stated leaves the argument out (a required one: the call cannot be made).
+                strings = [v for v in strings if enum_stated(v, self.request)]
+                if not strings:
+                    return None
             alts = [f"{esc} {_lit(v)} {esc}" for v in strings if ESCAPE not in v]
             alts += [_lit(json.dumps(v)) for v in enum if isinstance(v, bool)]
             alts += [_lit(repr(v)) for v in enum if isinstance(v, (int, float)) and not isinstance(v, bool)]

@@ -23,7 +23,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
-from .constrain import open_ids
+from .constrain import open_ids, skips_enum, unsaid_enum
 from .format import CONTROL_TOKEN_IDS, END_CALL, START_CALL, START_RESPONSE
 
 START_CALL_ID = CONTROL_TOKEN_IDS[START_CALL]
@@ -346,6 +346,11 @@ def repeated_call(ids: Sequence[int]) -> int | None:
     return None
 
 
+#: The most tokens a choice between a call's arguments allows (its keys, a comma, the closing brace); where the
+#: grammar allows more, ``enum_bias`` does not apply.
+MAX_ENUM_CHOICES = 64
+
+
 class _Greedy:
     """The state of one greedy decoding: per row, the tokens decided so far, how many were forced by the grammar
     or accepted from drafts, whether it has ended, its grammar matcher and its draft source."""
@@ -355,13 +360,17 @@ class _Greedy:
                  requests: Sequence[str] | None = None, call_bias: float = 0.0, next_call_bias: float = 0.0,
                  sampling: Sequence[Sampling | None] | None = None, outputs: Outputs | None = None,
                  open_id_bias: float | None = None, decode: Callable[[list[int]], str] | None = None,
-                 open_in: Sequence[str | None] | None = None):
+                 open_in: Sequence[str | None] | None = None, enum_bias: float = 0.0):
         B = len(suffixes)
         self.outputs = outputs
         self.call_bias, self.next_call_bias = call_bias, next_call_bias
         if open_id_bias is not None and decode is None:
             raise ValueError("open_id_bias needs decode (the tokens said so far, as text)")
         self.open_id_bias, self.decode = open_id_bias, decode
+        if enum_bias and decode is None:
+            raise ValueError("enum_bias needs decode (the tokens said so far, as text)")
+        self.enum_bias = enum_bias
+        self.token_text: dict[int, str] = {}  # one token's text, for the enum bias
         self.stop, self.speculate = set(stop_ids), speculate
         self.limits = [max_new_tokens] * B if isinstance(max_new_tokens, int) else list(max_new_tokens)
         self.sampling = list(sampling) if sampling is not None else [None] * B
@@ -416,28 +425,54 @@ class _Greedy:
                 return self.open_id_bias
         return self.next_call_bias
 
+    def enum_skips(self, b: int, allowed: Any) -> list[int]:
+        """The allowed tokens that ``enum_bias`` weighs down at row b's next choice: where the call in progress has
+        an optional enum argument the request states and the model has not set (``constrain.unsaid_enum``), those
+        that pass it by (``constrain.skips_enum``: closing the call or a later key). [] elsewhere."""
+        asked, constraint = self.open_in[b], self.constraints[b]
+        out = self.out[b]
+        if not self.enum_bias or allowed is None or asked is None or not out or out[0] != START_CALL_ID:
+            return []
+        unsaid = unsaid_enum(constraint.tools, asked, self.decode(out))  # type: ignore[misc]
+        if unsaid is None:
+            return []
+        ids = allowed.nonzero()[:, 0].tolist()
+        if len(ids) > MAX_ENUM_CHOICES:  # not a choice between keys
+            return []
+        for t in ids:
+            if t not in self.token_text:
+                self.token_text[t] = self.decode([t])  # type: ignore[misc]
+        return [t for t in ids if skips_enum(self.token_text[t], *unsaid)]
+
     def choose(self, b: int, scores: _Scores, i: int) -> tuple[int, list[int]]:
         """Greedy's token at position ``i`` (under the grammar), and the tokens the grammar forces after it. At
         the first position, ``call_bias`` is added to the score of ``<start_function_call>`` (call or words);
         right after a ``<end_function_call>``, ``next_call_bias`` is (another call, or the end of the calls).
-        Where the grammar allows at most the head's ``limit`` tokens, only their scores are computed: the same
-        choice (masked tokens are never chosen), for a few dot products."""
+        Between the arguments of a call, ``enum_bias`` is taken from the tokens that would pass by an enum argument
+        the request states (:meth:`enum_skips`). Where the grammar allows at most the head's ``limit`` tokens, only
+        their scores are computed: the same choice (masked tokens are never chosen), for a few dot products."""
+        import torch
+
         bias = self.call_bias if not self.out[b] else self.after_call_bias(b) if self.out[b][-1] == END_CALL_ID else 0.0
         constraint, matcher = self.constraints[b], self.matchers[b]
         sampling = self.sampling[b]
         with _region("grammar"):
             allowed = constraint.allowed([matcher], scores.vocab_size)[0] if constraint is not None else None
+            skips = self.enum_skips(b, allowed)
         ids = None
         if allowed is not None and scores.restricted and int(allowed.sum()) <= scores.head.limit:  # type: ignore[union-attr]
             ids = allowed.nonzero()[:, 0]  # ascending: argmax breaks ties as the full argmax does
             logits = scores.rows(i, ids)
             if bias:
                 logits = logits + bias * (ids == START_CALL_ID).to(logits.dtype)
+            if skips:
+                logits = logits - self.enum_bias * torch.isin(ids, torch.tensor(skips)).to(logits.dtype)
         else:
             logits = scores.full(i)
-            if bias:
+            if bias or skips:
                 logits = logits.clone()
                 logits[START_CALL_ID] += bias
+                logits[skips] -= self.enum_bias
             if allowed is not None:
                 logits = logits.masked_fill(~allowed, float("-inf"))
         pick = int(logits.argmax()) if sampling is None else _sample(logits, sampling)
@@ -517,6 +552,7 @@ def decode_greedy(
     open_id_bias: float | None = None,
     decode: Callable[[list[int]], str] | None = None,
     open_in: Sequence[str | None] | None = None,
+    enum_bias: float = 0.0,
 ) -> list[Decoded]:
     """Greedy decoding of each suffix after the shared prefix, all rows in one batch.
 
@@ -536,6 +572,9 @@ def decode_greedy(
     ``requests`` and ``decode``, the row's tokens as text): used there instead while the request has an id no call
     has used yet (``constrain.open_ids``); ``None``: ``next_call_bias`` after every call. ``open_in``: per row,
     the text whose ids count (``None``: none), where it is not the request (a conversation's last user message).
+    ``enum_bias`` (with a ``constraint`` and ``decode``): taken from the score of each token that would pass by an
+    optional enum argument the request states and the call has not set (``constrain.unsaid_enum``): "show me the
+    failed tasks" gets its ``status``. The same rows' ``open_in`` text is where the values are looked for.
 
     ``max_new_tokens``: one limit, or one per row. ``sampling``: per row, ``None`` (greedy) or a
     :class:`Sampling`. ``on_tokens(row, tokens)``: called with each row's newly final tokens after every
@@ -556,7 +595,7 @@ def decode_greedy(
 
     B = len(suffixes)
     g = _Greedy(suffixes, stop_ids, max_new_tokens, constraint, speculate, sources, requests, call_bias,
-                next_call_bias, sampling, outputs if speculate else None, open_id_bias, decode, open_in)
+                next_call_bias, sampling, outputs if speculate else None, open_id_bias, decode, open_in, enum_bias)
     reported = [0] * B
     calls, t_prefill = 0, None
     has_constraint = any(c is not None for c in g.constraints)

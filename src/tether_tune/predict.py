@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from .calibrate import CALL_BIAS_HELP, NEXT_CALL_BIAS_HELP
+from .calibrate import CALL_BIAS_HELP, ENUM_BIAS_HELP, NEXT_CALL_BIAS_HELP
 from .config import ConfigError, print_config
 from .decoding import (  # noqa: F401  (part of this module's API)
     HEAD_LIMIT,
@@ -97,12 +97,14 @@ class Predictor:
         next_call_bias: float = 0.0,
         head_limit: int = HEAD_LIMIT,
         open_id_bias: float | None = None,
+        enum_bias: float = 0.0,
     ):
         from .tokenizer import encode_segments, stop_token_ids
 
         self.head_limit = head_limit
         self.outputs = Outputs()  # earlier answers, drafted from (with speculate)
         self.call_bias, self.next_call_bias, self.open_id_bias = call_bias, next_call_bias, open_id_bias
+        self.enum_bias = enum_bias
         self.model = model
         self.tokenizer = tokenizer
         self.tools = list(tools)
@@ -137,6 +139,7 @@ class Predictor:
         call_bias: float | None = None,
         next_call_bias: float | None = None,
         head_limit: int = HEAD_LIMIT,
+        enum_bias: float | None = None,
     ) -> "Predictor":
         """``model``: a training output directory (its base model with the LoRA merged in, its tokenizer, tools and
         developer text: ``rundir.load_run``), a model directory, a hub name, a ``.gguf`` or the offline preset.
@@ -146,23 +149,27 @@ class Predictor:
         ``call_bias``: added to the call token's first score (``calibrate.py``); ``None``: the run's calibrated
         value (0 for a plain model). ``next_call_bias``: the same after each call (another call or the end);
         ``None`` also applies the run's ``open_id_bias`` where it has one (given, it applies after every call).
-        ``head_limit``: the output head only for the allowed tokens when at most this many (0: always whole)."""
+        ``head_limit``: the output head only for the allowed tokens when at most this many (0: always whole).
+        ``enum_bias`` (constrained): taken from tokens that pass by an enum argument the request states
+        (``decoding.decode_greedy``); ``None``: the run's calibrated value (0 for a plain model)."""
         from .rundir import load_run
 
         return cls.from_run(load_run(model, tools=tools, dtype=dtype, device=device), constrained, max_new_tokens,
-                            speculate, grounded, call_bias, next_call_bias, head_limit)
+                            speculate, grounded, call_bias, next_call_bias, head_limit, enum_bias)
 
     @classmethod
     def from_run(cls, run: Any, constrained: bool = True, max_new_tokens: int = MAX_NEW_TOKENS, speculate: int = 8,
                  grounded: bool = True, call_bias: float | None = None,
-                 next_call_bias: float | None = None, head_limit: int = HEAD_LIMIT) -> "Predictor":
+                 next_call_bias: float | None = None, head_limit: int = HEAD_LIMIT,
+                 enum_bias: float | None = None) -> "Predictor":
         """A predictor over an already loaded ``rundir.LoadedRun`` (several decodings share one loaded model).
-        ``call_bias``, ``next_call_bias`` ``None``: the run's calibrated biases (``open_id_bias`` included)."""
+        ``call_bias``, ``next_call_bias``, ``enum_bias`` ``None``: the run's calibrated biases (``open_id_bias``
+        included)."""
         from .calibrate import run_biases
 
-        call_bias, next_call_bias, open_id_bias = run_biases(run.info, call_bias, next_call_bias)
+        call_bias, next_call_bias, open_id_bias, enum_bias = run_biases(run.info, call_bias, next_call_bias, enum_bias)
         return cls(run.model, run.tokenizer, run.tools, run.developer, constrained, max_new_tokens, run.base_model,
-                   speculate, grounded, call_bias, next_call_bias, head_limit, open_id_bias)
+                   speculate, grounded, call_bias, next_call_bias, head_limit, open_id_bias, enum_bias)
 
     def encode(self, request: str) -> list[int]:
         """The full prompt's ids for ``request`` (what the uncached path would feed the model)."""
@@ -214,6 +221,7 @@ class Predictor:
                 outputs=self.outputs,
                 open_id_bias=self.open_id_bias,
                 decode=lambda ids: decode(self.tokenizer, ids),
+                enum_bias=self.enum_bias if self.constraint is not None else 0.0,
             )
             for i, d in zip(idx, decoded):
                 raw = decode(self.tokenizer, d.ids)
@@ -245,6 +253,7 @@ class ModelOptions:
                 "whose required id the request lacks cannot be made (--no-grounded: the schema alone)"})
     call_bias: float | None = field(default=None, metadata={"help": CALL_BIAS_HELP})
     next_call_bias: float | None = field(default=None, metadata={"help": NEXT_CALL_BIAS_HELP})
+    enum_bias: float | None = field(default=None, metadata={"help": ENUM_BIAS_HELP})
     max_new_tokens: int = field(default=MAX_NEW_TOKENS, metadata={"help": "stop after this many new tokens"})
     speculate: int = field(
         default=8, metadata={"help": "draft tokens copied from the request, verified per forward (0: off; same output)"}
@@ -268,7 +277,7 @@ class ModelOptions:
     def load_predictor(self) -> "Predictor":
         return Predictor.load(self.model_path, self.tools, self.device, self.dtype, self.constrained,
                               self.max_new_tokens, self.speculate, self.grounded, self.call_bias, self.next_call_bias,
-                              self.head_limit)
+                              self.head_limit, self.enum_bias)
 
 
 @dataclass

@@ -69,6 +69,8 @@ class RunInfo:
     next_call_bias: float | None = None  # added to <start_function_call>'s score after each call (calibrate.py)
     open_id_bias: float | None = None  # used instead while the request has an id no call has used (calibrate.py)
     next_call_calibration: dict[str, Any] = field(default_factory=dict)  # how next_call_bias was chosen
+    enum_bias: float | None = None  # taken from tokens that pass by an enum argument the request states (calibrate.py)
+    enum_calibration: dict[str, Any] = field(default_factory=dict)  # how enum_bias was chosen
     extra: dict[str, Any] = field(default_factory=dict)  # keys this version does not know, kept as they were
 
     def to_dict(self) -> dict[str, Any]:

@@ -159,6 +159,35 @@ def grounding_kind(key: str, schema: Mapping[str, Any]) -> str | None:
     return "text"
 
 
+#: Words people use for enum values; a value is stated when the request names it or one of these (the labelling
+#: rule the data checks enforce, and the one grounded decoding decodes by: ``enum_stated``).
+ENUM_SYNONYMS: dict[str, tuple[str, ...]] = {
+    "pending": ("pending", "queued", "waiting", "not started", "hasn't started", "not yet started"),
+    "working": ("working", "running", "in progress", "in-progress", "active", "ongoing", "being worked on"),
+    "completed": ("completed", "complete", "done", "finished", "succeeded", "successful"),
+    "failed": ("failed", "failing", "errored", "broken", "broke", "crashed", "failures"),
+    "cancelled": ("cancelled", "canceled", "aborted", "called off"),
+    "verbatim": ("verbatim", "word for word", "word-for-word", "exact", "exactly", "full transcript", "in full", "everything", "every word"),
+    "summary": ("summary", "summarize", "summarise", "recap", "overview", "gist", "short version", "tl;dr", "tldr", "brief"),
+    "build": ("build", "builder", "building"),
+    "plan": ("plan", "planner", "planning"),
+    "general": ("general", "general-purpose", "generic"),
+    "explore": ("explore", "explorer", "exploration", "exploring"),
+    "forage": ("forage", "forager", "foraging"),
+}
+
+
+def enum_stated(value: Any, request: str) -> bool:
+    """Whether ``request`` states the enum value ``value``: its name or one of its ``ENUM_SYNONYMS``, as whole words
+    (and their inflections), case aside: "summarized" states ``summary``, but "rebuild" does not state ``build``,
+    nor does "abandoned" say "done". A non-string value (a number, a boolean) is never stated this way."""
+    if not isinstance(value, str):
+        return False
+    low = request.lower()
+    return any(re.search(rf"(?<![a-z0-9]){re.escape(n.lower())}(?:s|d|ed|ing)?(?![a-z0-9])", low)
+               for n in ENUM_SYNONYMS.get(value, (value,)))
+
+
 #: A UUID's text, either case (grounded decoding finds them in requests with it too: ``constrain.id_spans``).
 UUID_PATTERN = r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
 _UUID_SHAPE = re.compile(UUID_PATTERN)
