@@ -29,7 +29,7 @@ stored (``call_bias``, ``next_call_bias``) and applied.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 from .config import ConfigError, print_config, say
 from .constrain import open_ids, skips_enum, unsaid_enum
@@ -91,15 +91,13 @@ def call_margins(predictor: Any, requests: Sequence[str], batch_size: int = 8) -
     return out
 
 
-def next_call_margins(predictor: Any, examples: Sequence[Example],
-                      batch_size: int = 8) -> tuple[list[float], list[bool], list[bool]]:
-    """After each gold call of each example that has calls (the gold answer teacher-forced): the call score minus
-    the end score (``<start_function_response>``), whether the gold answer has another call there, and whether the
-    request still has an id that no call so far has used (``constrain.open_ids``: decoding's ``open_id_bias``)."""
+def _teacher_forced(predictor: Any, examples: Sequence[Example], batch_size: int = 8) -> Iterator[tuple[Any, list[int], str]]:
+    """The gold answer of each example that has calls, teacher-forced, ``batch_size`` at a time: per example its
+    scores (``scores[i]``: the scores of the token after ``completion[i]``), its completion (the model turn's
+    tokens) and its request."""
     from dataclasses import replace
 
     from .encode import IGNORE_INDEX, encode_example
-    from .tokenizer import decode
 
     items: list[tuple[list[int], list[int], str]] = []  # (suffix, completion, request)
     n = len(predictor.prefix.ids)
@@ -111,21 +109,30 @@ def next_call_margins(predictor: Any, examples: Sequence[Example],
             raise ValueError(f"{ex.source or ex.id}: its prompt does not start with the predictor's developer turn")
         completion = [t for t, y in zip(enc.input_ids, enc.labels) if y != IGNORE_INDEX]
         items.append((enc.input_ids[n:], completion, ex.request))
-    margins: list[float] = []
-    more: list[bool] = []
-    open_: list[bool] = []
     for start in range(0, len(items), batch_size):
         chunk = items[start : start + batch_size]
         keep = max(len(c) for _, c, _ in chunk)
         logits = last_logits(predictor.model, predictor.prefix, [s for s, _, _ in chunk], keep, predictor.pad_id)
         for row, (_, completion, request) in zip(logits, chunk):
-            at = keep - len(completion)  # the row's logits after completion[0] are at column ``at``
-            for i, token in enumerate(completion[:-1]):
-                if token == END_CALL_ID:
-                    scores = row[at + i]
-                    margins.append(float(scores[START_CALL_ID] - scores[START_RESPONSE_ID]))
-                    more.append(completion[i + 1] == START_CALL_ID)
-                    open_.append(bool(open_ids(request, decode(predictor.tokenizer, completion[: i + 1]))))
+            yield row[keep - len(completion):], completion, request  # the row's logits after completion[0] first
+
+
+def next_call_margins(predictor: Any, examples: Sequence[Example],
+                      batch_size: int = 8) -> tuple[list[float], list[bool], list[bool]]:
+    """After each gold call of each example that has calls (the gold answer teacher-forced): the call score minus
+    the end score (``<start_function_response>``), whether the gold answer has another call there, and whether the
+    request still has an id that no call so far has used (``constrain.open_ids``: decoding's ``open_id_bias``)."""
+    from .tokenizer import decode
+
+    margins: list[float] = []
+    more: list[bool] = []
+    open_: list[bool] = []
+    for scores, completion, request in _teacher_forced(predictor, examples, batch_size):
+        for i, token in enumerate(completion[:-1]):
+            if token == END_CALL_ID:
+                margins.append(float(scores[i, START_CALL_ID] - scores[i, START_RESPONSE_ID]))
+                more.append(completion[i + 1] == START_CALL_ID)
+                open_.append(bool(open_ids(request, decode(predictor.tokenizer, completion[: i + 1]))))
     return margins, more, open_
 
 
@@ -210,49 +217,32 @@ def enum_margins(predictor: Any, examples: Sequence[Example], batch_size: int = 
     score of an allowed token that keeps it possible minus the best of one that passes it by
     (``constrain.skips_enum``), and whether the gold answer keeps it (``decoding``'s ``enum_bias`` weighs that
     decision). Only where the grammar allows both kinds; an answer the grammar rejects is left at that point."""
-    from dataclasses import replace
-
     from .decoding import MAX_ENUM_CHOICES
-    from .encode import IGNORE_INDEX, encode_example
     from .tokenizer import decode
 
     constraint = predictor.constraint
     if constraint is None:
         return [], []
-    items: list[tuple[list[int], list[int], str]] = []  # (suffix, completion, request)
-    n = len(predictor.prefix.ids)
-    for ex in examples:
-        if not ex.calls:
-            continue
-        enc = encode_example(predictor.tokenizer, replace(ex, developer=predictor.developer), predictor.tools)
-        completion = [t for t, y in zip(enc.input_ids, enc.labels) if y != IGNORE_INDEX]
-        items.append((enc.input_ids[n:], completion, ex.request))
     texts: dict[int, str] = {}
     margins: list[float] = []
     keeps: list[bool] = []
-    for start in range(0, len(items), batch_size):
-        chunk = items[start : start + batch_size]
-        keep = max(len(c) for _, c, _ in chunk)
-        logits = last_logits(predictor.model, predictor.prefix, [s for s, _, _ in chunk], keep, predictor.pad_id)
-        for row, (_, completion, request) in zip(logits, chunk):
-            at = keep - len(completion)  # the row's logits after completion[0] are at column ``at``
-            matcher = constraint.matcher(request)
-            for i, token in enumerate(completion):
-                unsaid = unsaid_enum(constraint.tools, request, decode(predictor.tokenizer, completion[:i])) if i else None
-                if unsaid is not None:
-                    ids = constraint.allowed([matcher], row.shape[-1])[0].nonzero()[:, 0].tolist()
-                    if len(ids) <= MAX_ENUM_CHOICES:
-                        for t in ids:
-                            if t not in texts:
-                                texts[t] = decode(predictor.tokenizer, [t])
-                        skip = [t for t in ids if skips_enum(texts[t], *unsaid)]
-                        stay = [t for t in ids if t not in skip]
-                        if skip and stay:
-                            scores = row[at + i - 1]
-                            margins.append(float(scores[stay].max() - scores[skip].max()))
-                            keeps.append(token not in skip)
-                if not matcher.consume_token(token):
-                    break  # the gold answer leaves the grammar here (an argument the request does not state)
+    for scores, completion, request in _teacher_forced(predictor, examples, batch_size):
+        matcher = constraint.matcher(request)
+        for i, token in enumerate(completion):
+            unsaid = unsaid_enum(constraint.tools, request, decode(predictor.tokenizer, completion[:i])) if i else None
+            if unsaid is not None:
+                ids = constraint.allowed([matcher], scores.shape[-1])[0].nonzero()[:, 0].tolist()
+                if len(ids) <= MAX_ENUM_CHOICES:
+                    for t in ids:
+                        if t not in texts:
+                            texts[t] = decode(predictor.tokenizer, [t])
+                    skip = [t for t in ids if skips_enum(texts[t], *unsaid)]
+                    stay = [t for t in ids if t not in skip]
+                    if skip and stay:
+                        margins.append(float(scores[i - 1, stay].max() - scores[i - 1, skip].max()))
+                        keeps.append(token not in skip)
+            if not matcher.consume_token(token):
+                break  # the gold answer leaves the grammar here (an argument the request does not state)
     return margins, keeps
 
 
