@@ -376,7 +376,8 @@ def test_unsaid_enum_is_an_optional_enum_the_request_states_and_the_call_can_sti
         "agent_type", ("codebase_id", "description", "priority", "title"))
     assert unsaid_enum(tools, build, start + "create_task{title:<escape>fix the build<escape>") is None  # too late
     summary = f"summarize session {UUID_A}"
-    assert unsaid_enum(tools, summary, start + f"playback_session{{session_id:<escape>{UUID_A}<escape>") == ("style", ())
+    played = start + f"playback_session{{session_id:<escape>{UUID_A}<escape>"
+    assert unsaid_enum(tools, summary, played) == ("style", ())
     # a value that spells out "call:" does not start a call
     assert unsaid_enum(tools, failed, start + "send_message{message:<escape>call:list_tasks") is None
     # passing by: closing the call, or starting a later key; never the key itself, a comma or '{'

@@ -91,7 +91,8 @@ def call_margins(predictor: Any, requests: Sequence[str], batch_size: int = 8) -
     return out
 
 
-def _teacher_forced(predictor: Any, examples: Sequence[Example], batch_size: int = 8) -> Iterator[tuple[Any, list[int], str]]:
+def _teacher_forced(predictor: Any, examples: Sequence[Example],
+                    batch_size: int = 8) -> Iterator[tuple[Any, list[int], str]]:
     """The gold answer of each example that has calls, teacher-forced, ``batch_size`` at a time: per example its
     scores (``scores[i]``: the scores of the token after ``completion[i]``), its completion (the model turn's
     tokens) and its request."""
@@ -246,7 +247,8 @@ def enum_margins(predictor: Any, examples: Sequence[Example], batch_size: int = 
     return margins, keeps
 
 
-def calibrate_enum(predictor: Any, examples: Sequence[Example], batch_size: int = 8) -> tuple[float | None, dict[str, Any]]:
+def calibrate_enum(predictor: Any, examples: Sequence[Example],
+                   batch_size: int = 8) -> tuple[float | None, dict[str, Any]]:
     """The enum bias for ``predictor`` chosen on ``examples`` by :func:`choose_call_bias` (the middle rule) on the
     decisions of :func:`enum_margins`; ``None`` where there are none (or the predictor has no grammar)."""
     margins, keeps = enum_margins(predictor, examples, batch_size)
@@ -257,7 +259,8 @@ def calibrate_enum(predictor: Any, examples: Sequence[Example], batch_size: int 
            "passed_by": stats["words_requests"]}
     for side in ("before", "after"):
         c = stats[side]
-        out[side] = {"right": c["right"], "kept": c["calls_on_call_requests"], "passed_by": c["words_on_words_requests"]}
+        out[side] = {"right": c["right"], "kept": c["calls_on_call_requests"],
+                     "passed_by": c["words_on_words_requests"]}
     return bias, out
 
 
