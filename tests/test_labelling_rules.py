@@ -9,7 +9,8 @@ import re
 
 import pytest
 
-from tether_tune.checks import ENUM_SYNONYMS, check_example, number_stated
+from tether_tune.checks import check_example, number_stated
+from tether_tune.tools import ENUM_SYNONYMS
 from tether_tune.synth import FAMILIES, family_of, generate_splits, unstated_enum_words
 from tether_tune.synth.templates import NO_CALL
 from tether_tune.tools import load_tools

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterator, Sequence
 
 from .config import ConfigError, print_config, say
-from .constrain import open_ids, skips_enum, unsaid_enum
+from .constrain import open_ids, unsaid_enum
 from .data import Example, read_examples
 from .decoding import END_CALL_ID, START_CALL_ID, START_RESPONSE_ID, first_token_logits, last_logits
 
@@ -218,7 +218,7 @@ def enum_margins(predictor: Any, examples: Sequence[Example], batch_size: int = 
     score of an allowed token that keeps it possible minus the best of one that passes it by
     (``constrain.skips_enum``), and whether the gold answer keeps it (``decoding``'s ``enum_bias`` weighs that
     decision). Only where the grammar allows both kinds; an answer the grammar rejects is left at that point."""
-    from .decoding import MAX_ENUM_CHOICES
+    from .decoding import enum_passing
     from .tokenizer import decode
 
     constraint = predictor.constraint
@@ -232,16 +232,12 @@ def enum_margins(predictor: Any, examples: Sequence[Example], batch_size: int = 
         for i, token in enumerate(completion):
             unsaid = unsaid_enum(constraint.tools, request, decode(predictor.tokenizer, completion[:i])) if i else None
             if unsaid is not None:
-                ids = constraint.allowed([matcher], scores.shape[-1])[0].nonzero()[:, 0].tolist()
-                if len(ids) <= MAX_ENUM_CHOICES:
-                    for t in ids:
-                        if t not in texts:
-                            texts[t] = decode(predictor.tokenizer, [t])
-                    skip = [t for t in ids if skips_enum(texts[t], *unsaid)]
-                    stay = [t for t in ids if t not in skip]
-                    if skip and stay:
-                        margins.append(float(scores[i - 1, stay].max() - scores[i - 1, skip].max()))
-                        keeps.append(token not in skip)
+                allowed = constraint.allowed([matcher], scores.shape[-1])[0]
+                ids, skip = enum_passing(allowed, unsaid, texts, lambda t: decode(predictor.tokenizer, t))
+                stay = [t for t in ids if t not in skip]
+                if skip and stay:
+                    margins.append(float(scores[i - 1, stay].max() - scores[i - 1, skip].max()))
+                    keeps.append(token not in skip)
             if not matcher.consume_token(token):
                 break  # the gold answer leaves the grammar here (an argument the request does not state)
     return margins, keeps
@@ -255,13 +251,7 @@ def calibrate_enum(predictor: Any, examples: Sequence[Example],
     if not margins:
         return None, {"decisions": 0}
     bias, stats = choose_call_bias(margins, keeps)
-    out = {"bias": bias, "decisions": stats["examples"], "kept": stats["call_requests"],
-           "passed_by": stats["words_requests"]}
-    for side in ("before", "after"):
-        c = stats[side]
-        out[side] = {"right": c["right"], "kept": c["calls_on_call_requests"],
-                     "passed_by": c["words_on_words_requests"]}
-    return bias, out
+    return bias, _decision_stats(bias, stats, ("kept", "passed_by"), ("kept", "passed_by"))
 
 
 #: The fewest decisions with an id left open (``constrain.open_ids``) that get their own bias; with fewer, every
@@ -269,14 +259,20 @@ def calibrate_enum(predictor: Any, examples: Sequence[Example],
 MIN_OPEN_ID_DECISIONS = 10
 
 
-def _next_call_stats(bias: float, stats: dict[str, Any]) -> dict[str, Any]:
-    out = {"bias": bias, "decisions": stats["examples"], "another_call": stats["call_requests"],
-           "end": stats["words_requests"]}
+def _decision_stats(bias: float, stats: dict[str, Any], names: tuple[str, str],
+                    kept: tuple[str, str]) -> dict[str, Any]:
+    """:func:`choose_call_bias`'s counts in the words of another decision than call or words: ``names`` for its two
+    sides (the call side first), ``kept`` for the decisions of each side that stay right, before and after."""
+    out = {"bias": bias, "decisions": stats["examples"], names[0]: stats["call_requests"],
+           names[1]: stats["words_requests"]}
     for side in ("before", "after"):
         c = stats[side]
-        out[side] = {"right": c["right"], "another_call_kept": c["calls_on_call_requests"],
-                     "end_kept": c["words_on_words_requests"]}
+        out[side] = {"right": c["right"], kept[0]: c["calls_on_call_requests"], kept[1]: c["words_on_words_requests"]}
     return out
+
+
+def _next_call_stats(bias: float, stats: dict[str, Any]) -> dict[str, Any]:
+    return _decision_stats(bias, stats, ("another_call", "end"), ("another_call_kept", "end_kept"))
 
 
 def choose_next_call_biases(margins: Sequence[float], more: Sequence[bool],

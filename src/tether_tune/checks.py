@@ -9,8 +9,7 @@ from typing import Any, Mapping, Sequence
 from .data import Example
 from .format import Call
 from .text import normalize_text, words as words_of
-# ENUM_SYNONYMS lives in tools (grounded decoding reads it too); imported here for the code that reads it from checks.
-from .tools import ENUM_SYNONYMS, enum_stated, grounding_kind, id_fits, tool_map, validate_call  # noqa: F401
+from .tools import enum_stated, grounding_kind, id_fits, tool_map, validate_call
 
 
 #: Numbers people write as words ("priority seven").

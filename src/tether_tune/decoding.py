@@ -351,6 +351,21 @@ def repeated_call(ids: Sequence[int]) -> int | None:
 MAX_ENUM_CHOICES = 64
 
 
+def enum_passing(allowed: Any, unsaid: tuple[str, tuple[str, ...]], texts: dict[int, str],
+                 decode: Callable[[list[int]], str]) -> tuple[list[int], list[int]]:
+    """At a choice where :func:`constrain.unsaid_enum` found ``unsaid``: ``(ids, passing)``, the tokens the grammar
+    allows (``allowed``, a bool mask over the vocabulary) and those of them that pass the argument by
+    (``constrain.skips_enum``); ``([], [])`` where it allows more than ``MAX_ENUM_CHOICES`` (not a choice between
+    keys). ``texts``: each token's text, filled from ``decode`` as needed (kept by the caller between choices)."""
+    ids = allowed.nonzero()[:, 0].tolist()
+    if len(ids) > MAX_ENUM_CHOICES:
+        return [], []
+    for t in ids:
+        if t not in texts:
+            texts[t] = decode([t])
+    return ids, [t for t in ids if skips_enum(texts[t], *unsaid)]
+
+
 class _Greedy:
     """The state of one greedy decoding: per row, the tokens decided so far, how many were forced by the grammar
     or accepted from drafts, whether it has ended, its grammar matcher and its draft source."""
@@ -436,13 +451,7 @@ class _Greedy:
         unsaid = unsaid_enum(constraint.tools, asked, self.decode(out))  # type: ignore[misc]
         if unsaid is None:
             return []
-        ids = allowed.nonzero()[:, 0].tolist()
-        if len(ids) > MAX_ENUM_CHOICES:  # not a choice between keys
-            return []
-        for t in ids:
-            if t not in self.token_text:
-                self.token_text[t] = self.decode([t])  # type: ignore[misc]
-        return [t for t in ids if skips_enum(self.token_text[t], *unsaid)]
+        return enum_passing(allowed, unsaid, self.token_text, self.decode)[1]  # type: ignore[arg-type]
 
     def choose(self, b: int, scores: _Scores, i: int) -> tuple[int, list[int]]:
         """Greedy's token at position ``i`` (under the grammar), and the tokens the grammar forces after it. At

@@ -221,7 +221,7 @@ class Predictor:
                 outputs=self.outputs,
                 open_id_bias=self.open_id_bias,
                 decode=lambda ids: decode(self.tokenizer, ids),
-                enum_bias=self.enum_bias if self.constraint is not None else 0.0,
+                enum_bias=self.enum_bias,  # it weighs choices of the grammar: none without one
             )
             for i, d in zip(idx, decoded):
                 raw = decode(self.tokenizer, d.ids)

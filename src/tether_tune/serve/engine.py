@@ -271,8 +271,7 @@ class Engine:
                 [j.constraint for j in jobs], self.pad_id, self.speculate,
                 [[t for t in j.suffix if t not in _CONTROL_IDS] for j in jobs], [j.ground for j in jobs],
                 self.call_bias, self.next_call_bias, [j.sampling for j in jobs], on_tokens, self.head_limit,
-                self.outputs, self.open_id_bias, self.decode_ids, [j.asked for j in jobs],
-                self.enum_bias if self.constrained else 0.0)
+                self.outputs, self.open_id_bias, self.decode_ids, [j.asked for j in jobs], self.enum_bias)
             seconds = time.perf_counter() - t0
             for job, d in zip(jobs, decoded):
                 raw = self.decode_ids(d.ids)

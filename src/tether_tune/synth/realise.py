@@ -12,8 +12,8 @@ import re
 import uuid
 from typing import Any, Sequence
 
-from ..checks import ENUM_SYNONYMS
 from ..format import Call
+from ..tools import ENUM_SYNONYMS
 from . import values
 from .frames import ENUMS, SLOT, SLOT_ARG, GenerateError, Pool
 

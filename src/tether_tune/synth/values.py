@@ -166,7 +166,7 @@ CONTEXT: list[str] = [
 ]
 
 # --------------------------------------------------------------------------------------------------------------
-# Enum words. Keys are the canonical values; every word here is one of checks.ENUM_SYNONYMS (grounding checks it).
+# Enum words. Keys are the canonical values; every word here is one of tools.ENUM_SYNONYMS (grounding checks it).
 # --------------------------------------------------------------------------------------------------------------
 
 STATUS_ADJ: dict[str, list[str]] = {  # "show me the ___ tasks"
