@@ -11,7 +11,7 @@ import torch
 
 from tether_tune import cli
 from tether_tune.calibrate import (
-    MIN_OPEN_ID_DECISIONS,
+    MIN_OPEN_DECISIONS,
     START_RESPONSE_ID,
     call_margins,
     choose_call_bias,
@@ -20,7 +20,7 @@ from tether_tune.calibrate import (
     next_call_margins,
     run_biases,
 )
-from tether_tune.constrain import open_ids
+from tether_tune.constrain import left_open, open_ids, unspent_cues
 from tether_tune.data import Example
 from tether_tune.decoding import END_CALL_ID, START_CALL_ID, decode_greedy, first_token_logits, repeated_call
 from tether_tune.format import Call
@@ -159,10 +159,47 @@ def test_open_ids_are_the_request_ids_no_call_has_used():
     assert open_ids("list the failed tasks", "") == []  # plain words are never ids
 
 
+
+def _calls_text(*calls: tuple[str, dict[str, str]]) -> str:
+    """A model turn's calls as text, the way decoding spells what it has said."""
+    from tether_tune.format import Call, render_calls
+
+    return render_calls([Call(name, args) for name, args in calls]).replace("<start_function_response>", "")
+
+
+def test_unspent_cues_are_tools_asked_for_in_more_clauses_than_they_have_calls():
+    request = "Cancel 4e4dce00-100d-408c-a0ec-ea065bfbe637 and tell the build-bot the hotfix was cancelled"
+    cancel = ("cancel_task", {"task_id": "4e4dce00-100d-408c-a0ec-ea065bfbe637"})
+    assert unspent_cues(request, "") == ["send_message", "cancel_task"]
+    assert unspent_cues(request, _calls_text(cancel)) == ["send_message"]
+    told = ("send_message", {"agent_name": "build-bot", "message": "the hotfix was cancelled"})
+    assert unspent_cues(request, _calls_text(cancel, told)) == []
+    # the same tool asked for twice needs two calls; words a value took ("cancel the deploy") ask for nothing
+    twice = "Tell frontend-dev the API is up, and tell mobile-dev the same thing"
+    first = ("send_message", {"agent_name": "frontend-dev", "message": "the API is up"})
+    assert unspent_cues(twice, _calls_text(first)) == ["send_message"]
+    second = ("send_message", {"agent_name": "mobile-dev", "message": "same"})
+    assert unspent_cues(twice, _calls_text(first, second)) == []
+    relay = "tell the builder to cancel the deploy"
+    relayed = ("send_message", {"agent_name": "builder", "message": "cancel the deploy"})
+    assert unspent_cues(relay, _calls_text(relayed)) == []
+    # one clause asking in two ways is one ask; "tell me" asks for nothing to be sent
+    assert unspent_cues("list all the tasks", _calls_text(("list_tasks", {}))) == []
+    assert unspent_cues("tell me the status of 4e4dce00-100d-408c-a0ec-ea065bfbe637",
+                        _calls_text(("get_task", {"task_id": "4e4dce00-100d-408c-a0ec-ea065bfbe637"}))) == []
+
+
+def test_left_open_is_an_unused_id_or_an_unspent_cue():
+    a, b = "3f2a9c1e-7b4d-4e8f-9a6b-0c1d2e3f4a5b", "4e4dce00-100d-408c-a0ec-ea065bfbe637"
+    cancel_a = _calls_text(("cancel_task", {"task_id": a}))
+    assert left_open(f"cancel {a} and {b}", cancel_a)  # an id
+    assert left_open(f"cancel {a} and ping the release manager", cancel_a)  # a tool asked for
+    assert not left_open(f"cancel {a}, it is running against prod by mistake", cancel_a)
+
 def test_decisions_with_an_id_left_open_get_their_own_bias():
     """Open decisions (another call due, margins -1.3..-0.4) and the others (the end due, margins -2..-0.2): one
     bias cannot serve both, two do; with too few open decisions, one bias for all."""
-    n = MIN_OPEN_ID_DECISIONS
+    n = MIN_OPEN_DECISIONS
     open_m = [-1.3 + 0.1 * i for i in range(n)]
     rest_m, rest_more = [-0.4, -0.3, -0.2, -2.0], [False, False, False, False]
     bias, open_bias, stats = choose_next_call_biases(open_m + rest_m, [True] * n + rest_more,
@@ -170,8 +207,8 @@ def test_decisions_with_an_id_left_open_get_their_own_bias():
     # Every open decision another call: from the last crossing (+1.3) halfway to the limit; the rest keep ending:
     # from the first crossing (+0.2) halfway down to -10.
     assert open_bias == pytest.approx(5.65) and bias == pytest.approx(-4.9)
-    assert stats["after"]["right"] == n + 4 and stats["open_id"]["decisions"] == n
-    assert stats["decisions"] == n + 4 and stats["no_open_id"]["after"]["right"] == 4
+    assert stats["after"]["right"] == n + 4 and stats["open"]["decisions"] == n
+    assert stats["decisions"] == n + 4 and stats["nothing_open"]["after"]["right"] == 4
     assert choose_call_bias(open_m + rest_m, [True] * n + rest_more)[1]["after"]["right"] < n + 4  # one bias: fewer
     few = choose_next_call_biases(open_m[: n - 1] + rest_m, [True] * (n - 1) + rest_more,
                                   [True] * (n - 1) + [False] * 4)
@@ -193,9 +230,10 @@ def test_a_next_call_bias_past_the_margin_decides_another_call(predictor: Predic
     assert out[len(prefix):].startswith("<start_function_call>" if sign > 0 else "<start_function_response>")
 
 
-def test_the_open_id_bias_is_the_bias_while_an_id_of_the_request_is_unused(predictor: Predictor):
-    """Right after a call that cancelled A: "cancel A and B" still has B open (open_id_bias), "cancel A" has
-    nothing open (next_call_bias); without an open_id_bias, next_call_bias after every call."""
+def test_the_open_bias_is_the_bias_while_the_request_asks_for_more(predictor: Predictor):
+    """Right after a call that cancelled A: "cancel A and B" still has B open (open_bias), "cancel A" has
+    nothing open (next_call_bias); "cancel A and tell the builder" asks for a message no call has sent (open_bias);
+    without an open_bias, next_call_bias after every call."""
     from tether_tune.decoding import _Greedy
     from tether_tune.format import render_calls
     from tether_tune.tokenizer import decode
@@ -205,17 +243,19 @@ def test_the_open_id_bias_is_the_bias_while_an_id_of_the_request_is_unused(predi
                                       add_special_tokens=False)
     assert said[-1] == END_CALL_ID
     g = _Greedy([[1], [1]], predictor.stop_ids, 10, None, 0, None, [TWO.request, f"cancel {a}"], 0.0, -50.0,
-                open_id_bias=50.0, decode=lambda ids: decode(predictor.tokenizer, ids))
+                open_bias=50.0, decode=lambda ids: decode(predictor.tokenizer, ids))
     g.out = [list(said), list(said)]
     assert (g.after_call_bias(0), g.after_call_bias(1)) == (50.0, -50.0)
-    g.open_id_bias = None
+    g.open_in = [f"cancel {a} and tell the builder it is off", f"cancel {a}, it was a mistake"]
+    assert (g.after_call_bias(0), g.after_call_bias(1)) == (50.0, -50.0)  # a tool asked for, not called yet
+    g.open_bias = None
     assert (g.after_call_bias(0), g.after_call_bias(1)) == (-50.0, -50.0)
 
 
 @pytest.mark.parametrize("speculate", [0, 8])
 def test_an_open_id_decides_another_call_in_decoding(predictor: Predictor, tools: list[dict], speculate: int):
     """Cancel calls only (tool_choice), "another call?" decided no (next_call_bias -50) except while an id is open
-    (open_id_bias +50). "cancel A and B": without open_id_bias one call and the end; with it, a second call is
+    (open_bias +50). "cancel A and B": without open_bias one call and the end; with it, a second call is
     decoded (the tiny model cancels A again; the repeat is dropped, so only the extra forwards show it). "cancel A":
     the same decoding either way."""
     from tether_tune.constrain import ToolCallConstraint
@@ -223,11 +263,11 @@ def test_an_open_id_decides_another_call_in_decoding(predictor: Predictor, tools
 
     cancel = ToolCallConstraint(predictor.tokenizer, tools, grounded=True, tool_choice="cancel_task")
 
-    def run(request: str, open_id_bias: float | None) -> tuple[list[int], float]:
+    def run(request: str, open_bias: float | None) -> tuple[list[int], float]:
         suffix = predictor.suffix(request)
         (d,) = decode_greedy(predictor.model, predictor.prefix, [suffix], predictor.stop_ids, 200, cancel,
                              predictor.pad_id, speculate, [suffix], [request], 0.0, -50.0,
-                             open_id_bias=open_id_bias, decode=lambda ids: decode(predictor.tokenizer, ids))
+                             open_bias=open_bias, decode=lambda ids: decode(predictor.tokenizer, ids))
         assert d.ids[-1] == START_RESPONSE_ID
         return d.ids, d.stats["forward_calls"]
 
@@ -239,10 +279,10 @@ def test_an_open_id_decides_another_call_in_decoding(predictor: Predictor, tools
 
 def test_run_biases_are_the_given_ones_else_the_runs():
     """What prediction and serving decode with: a given bias wins; a given next_call_bias applies after every call
-    (the run's open_id_bias is not used); a plain model (no run info) gets 0 and no open_id_bias."""
+    (the run's open_bias is not used); a plain model (no run info) gets 0 and no open_bias."""
     from tether_tune.rundir import RunInfo
 
-    info = RunInfo(base_model="m", call_bias=-1.5, next_call_bias=0.6, open_id_bias=2.2, enum_bias=4.0)
+    info = RunInfo(base_model="m", call_bias=-1.5, next_call_bias=0.6, open_bias=2.2, enum_bias=4.0)
     assert run_biases(info) == (-1.5, 0.6, 2.2, 4.0)
     assert run_biases(info, call_bias=0.0) == (0.0, 0.6, 2.2, 4.0)
     assert run_biases(info, next_call_bias=0.0) == (-1.5, 0.0, None, 4.0)
@@ -387,3 +427,11 @@ def test_the_enum_bias_sets_the_status_the_request_states(predictor: Predictor, 
     assert "status" not in run(FAILED.request, -m - 1.0)
     assert ("status" in run(FAILED.request, 0.0)) == (m > 0)
     assert run("list the tasks", 30.0) == run("list the tasks", 0.0)
+
+
+def test_a_run_info_with_the_old_name_of_the_open_bias_still_gives_it():
+    from tether_tune.rundir import RunInfo
+
+    info = RunInfo.from_dict({"base_model": "m", "next_call_bias": 0.5, "open_id_bias": 6.25})
+    assert info.open_bias == 6.25 and "open_id_bias" not in info.extra
+    assert RunInfo.from_dict(info.to_dict()).open_bias == 6.25

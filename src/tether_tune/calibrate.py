@@ -16,9 +16,10 @@ nothing else). A model trained on mostly single calls stops after the first one.
 score minus the end score, with the gold calls teacher-forced (one forward per request); ``next_call_bias``
 (``decode_greedy(next_call_bias=...)``) is chosen by the same rule on every call of the validation answers:
 another call where the gold answer has one, the end where it has not. That decision is split in two where the
-validation data has enough of both (``choose_next_call_biases``): while the request still has an id that no call
-has used (``constrain.open_ids``: "cancel A and B" after cancelling A), and otherwise; each side gets its own bias
-(``open_id_bias``, ``next_call_bias``).
+validation data has enough of both (``choose_next_call_biases``): while the request still asks for something no
+call has answered (``constrain.left_open``: an id no call has used, "cancel A and B" after cancelling A; or a tool
+asked for in more clauses than it has calls, "cancel A and tell the build-bot" after cancelling A), and otherwise;
+each side gets its own bias (``open_bias``, ``next_call_bias``).
 
 ``tether-tune train`` calibrates on its validation file at the end and stores the bias in ``run_info.json``
 (``call_bias``); prediction and evaluation apply it unless ``--call_bias`` says otherwise.
@@ -32,7 +33,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterator, Sequence
 
 from .config import ConfigError, print_config, say
-from .constrain import open_ids, unsaid_enum
+from .constrain import left_open, unsaid_enum
 from .data import Example, read_examples
 from .decoding import END_CALL_ID, START_CALL_ID, START_RESPONSE_ID, first_token_logits, last_logits
 
@@ -42,8 +43,8 @@ CALL_BIAS_HELP = ("added to the call token's score at the first answer token, th
                   "plain model; 0 turns calibration off")
 NEXT_CALL_BIAS_HELP = ("added to the call token's score right after each call: the calibrated choice between another "
                        "call and the end of the calls; default: the run's calibrated values (one while the request "
-                       "has an id no call has used yet, one otherwise), 0 for a plain model; given, it applies after "
-                       "every call")
+                       "asks for something no call has answered, one otherwise), 0 for a plain model; given, it "
+                       "applies after every call")
 
 ENUM_BIAS_HELP = ("taken from the score of each token that would pass by an optional enum argument the request states "
                   "(\"show me the failed tasks\": list_tasks without its status), with --constrained; default: the "
@@ -52,9 +53,9 @@ ENUM_BIAS_HELP = ("taken from the score of each token that would pass by an opti
 
 def run_biases(info: Any, call_bias: float | None = None, next_call_bias: float | None = None,
                enum_bias: float | None = None) -> tuple[float, float, float | None, float]:
-    """``(call_bias, next_call_bias, open_id_bias, enum_bias)`` for decoding a run: the ones given, else the run's
+    """``(call_bias, next_call_bias, open_bias, enum_bias)`` for decoding a run: the ones given, else the run's
     calibrated ones (``info``: its ``rundir.RunInfo``, or None for a plain model: 0). A given ``next_call_bias``
-    applies after every call, so the run's ``open_id_bias`` is then not used."""
+    applies after every call, so the run's ``open_bias`` is then not used."""
     if call_bias is None:
         call_bias = (info.call_bias if info is not None else None) or 0.0
     if enum_bias is None:
@@ -63,7 +64,7 @@ def run_biases(info: Any, call_bias: float | None = None, next_call_bias: float 
         return call_bias, next_call_bias, None, enum_bias
     if info is None:
         return call_bias, 0.0, None, enum_bias
-    return call_bias, info.next_call_bias or 0.0, info.open_id_bias, enum_bias
+    return call_bias, info.next_call_bias or 0.0, info.open_bias, enum_bias
 
 
 def call_margins(predictor: Any, requests: Sequence[str], batch_size: int = 8) -> list[float | None]:
@@ -122,7 +123,8 @@ def next_call_margins(predictor: Any, examples: Sequence[Example],
                       batch_size: int = 8) -> tuple[list[float], list[bool], list[bool]]:
     """After each gold call of each example that has calls (the gold answer teacher-forced): the call score minus
     the end score (``<start_function_response>``), whether the gold answer has another call there, and whether the
-    request still has an id that no call so far has used (``constrain.open_ids``: decoding's ``open_id_bias``)."""
+    request still asks for something no call so far has answered (``constrain.left_open``: decoding's
+    ``open_bias``)."""
     from .tokenizer import decode
 
     margins: list[float] = []
@@ -133,7 +135,7 @@ def next_call_margins(predictor: Any, examples: Sequence[Example],
             if token == END_CALL_ID:
                 margins.append(float(scores[i, START_CALL_ID] - scores[i, START_RESPONSE_ID]))
                 more.append(completion[i + 1] == START_CALL_ID)
-                open_.append(bool(open_ids(request, decode(predictor.tokenizer, completion[: i + 1]))))
+                open_.append(left_open(request, decode(predictor.tokenizer, completion[: i + 1])))
     return margins, more, open_
 
 
@@ -254,9 +256,9 @@ def calibrate_enum(predictor: Any, examples: Sequence[Example],
     return bias, _decision_stats(bias, stats, ("kept", "passed_by"), ("kept", "passed_by"))
 
 
-#: The fewest decisions with an id left open (``constrain.open_ids``) that get their own bias; with fewer, every
+#: The fewest decisions with something left open (``constrain.left_open``) that get their own bias; with fewer, every
 #: decision after a call shares one bias.
-MIN_OPEN_ID_DECISIONS = 10
+MIN_OPEN_DECISIONS = 10
 
 
 def _decision_stats(bias: float, stats: dict[str, Any], names: tuple[str, str],
@@ -277,19 +279,20 @@ def _next_call_stats(bias: float, stats: dict[str, Any]) -> dict[str, Any]:
 
 def choose_next_call_biases(margins: Sequence[float], more: Sequence[bool],
                             open_: Sequence[bool]) -> tuple[float, float | None, dict[str, Any]]:
-    """``(next_call_bias, open_id_bias, stats)``: the decision after a call split in two, each side's bias chosen
-    by :func:`choose_call_bias` on its own decisions — while the request still has an id no call has used
-    (``open_id_bias``), and otherwise (``next_call_bias``). Measured on ``runs/r3``'s validation split: of 110
-    decisions, the 22 with an id left open all had another call due, and the model ended the calls on 21 of them
-    at bias 0; one bias for all gets 100 right, one per side 105. With fewer than ``MIN_OPEN_ID_DECISIONS`` open
-    decisions (or none on the other side), one bias for all and ``open_id_bias`` None."""
+    """``(next_call_bias, open_bias, stats)``: the decision after a call split in two, each side's bias chosen by
+    :func:`choose_call_bias` on its own decisions — while the request still asks for something no call has
+    answered (``constrain.left_open``; ``open_bias``), and otherwise (``next_call_bias``). Measured on
+    ``runs/r3``'s validation split (when only ids counted as open): of 110 decisions, the 22 with an id left
+    open all had another call due, and the model ended the calls on 21 of them at bias 0; one bias for all gets
+    100 right, one per side 105. With fewer than ``MIN_OPEN_DECISIONS`` open decisions (or none on the other
+    side), one bias for all and ``open_bias`` None."""
     sides = {flag: [(m, c) for m, c, o in zip(margins, more, open_) if o == flag] for flag in (True, False)}
-    if len(sides[True]) < MIN_OPEN_ID_DECISIONS or not sides[False]:
+    if len(sides[True]) < MIN_OPEN_DECISIONS or not sides[False]:
         bias, stats = choose_call_bias(margins, more)
         return bias, None, _next_call_stats(bias, stats)
     each = {name: _next_call_stats(*choose_call_bias([m for m, _ in sides[flag]], [c for _, c in sides[flag]]))
-            for name, flag in (("open_id", True), ("no_open_id", False))}
-    a, b = each["open_id"], each["no_open_id"]
+            for name, flag in (("open", True), ("nothing_open", False))}
+    a, b = each["open"], each["nothing_open"]
     total: dict[str, Any] = {k: a[k] + b[k] for k in ("decisions", "another_call", "end")}
     total.update({side: {k: a[side][k] + b[side][k] for k in a[side]} for side in ("before", "after")})
     return b["bias"], a["bias"], {**total, **each}
@@ -298,7 +301,7 @@ def choose_next_call_biases(margins: Sequence[float], more: Sequence[bool],
 def calibrate_next_call(predictor: Any, examples: Sequence[Example],
                         batch_size: int = 8) -> tuple[float, float | None, dict[str, Any]]:
     """The biases after each call (another call or the end) for ``predictor``, chosen on ``examples``:
-    ``(next_call_bias, open_id_bias, stats)`` (:func:`choose_next_call_biases`)."""
+    ``(next_call_bias, open_bias, stats)`` (:func:`choose_next_call_biases`)."""
     return choose_next_call_biases(*next_call_margins(predictor, examples, batch_size))
 
 
@@ -316,14 +319,14 @@ def calibrate_run_info(info: Any, predictor: Any, examples: Sequence[Example], v
     bias, stats = calibrate(predictor, examples, batch_size)
     info.call_bias, info.call_calibration = bias, {**stats, "val_file": val_file}
     more, open_bias, more_stats = calibrate_next_call(predictor, examples, batch_size)
-    info.next_call_bias, info.open_id_bias = more, open_bias
+    info.next_call_bias, info.open_bias = more, open_bias
     info.next_call_calibration = {**more_stats, "val_file": val_file}
     enum_bias, enum_stats = calibrate_enum(predictor, examples, batch_size)
     info.enum_bias, info.enum_calibration = enum_bias, {**enum_stats, "val_file": val_file}
     precision = stats["after"]["words_precision"]
     opened = ("" if open_bias is None else
-              f" ({open_bias:+.3f} while the request has an id no call has used: "
-              f"{more_stats['open_id']['decisions']} of them)")
+              f" ({open_bias:+.3f} while the request asks for something no call has answered: "
+              f"{more_stats['open']['decisions']} of them)")
     return (f"call-or-words bias {bias:+.3f}: {stats['before']['right']} -> {stats['after']['right']} of "
             f"{stats['examples']} decisions right on {val_file} (words answers right: "
             f"{'none given' if precision is None else f'{precision:.1%}'}; floor {MIN_WORDS_PRECISION:.0%})\n"

@@ -60,7 +60,7 @@ from .format import (
     START_CALL,
     START_RESPONSE,
 )
-from .tools import UUID_PATTERN, enum_stated, grounding_kind, id_fits, tool_map
+from .tools import TOOL_CUES, UUID_PATTERN, enum_stated, grounding_kind, id_fits, tool_map
 
 #: An integer range with at most this many values is written out value by value (exact bounds);
 #: a larger one is "digits" with the sign the minimum allows.
@@ -98,9 +98,35 @@ def open_ids(request: str, said: str) -> list[str]:
     """The request's id-like spans (:func:`id_spans`) that ``said`` (the model turn so far, as text) does not
     contain: ids the user gave that no call has used yet. After a call, one left open usually means another call
     is due ("cancel A and B", "get A and the history of B"); ``decoding`` weighs that decision with its own
-    calibrated bias (``open_id_bias``)."""
+    calibrated bias (``open_bias``)."""
     return [i for i in id_spans(request) if i not in said]
 
+
+
+#: Where one clause of a request ends and the next begins: punctuation, "and", "then", "also".
+_CLAUSE = re.compile(r"[.;,!?+&]\s|\band\b|\bthen\b|\balso\b|\n")
+
+
+def unspent_cues(request: str, said: str) -> list[str]:
+    """The tools the request asks for in more clauses than ``said`` (the model turn so far, as text) has calls to
+    them (``tools.TOOL_CUES``), with the values said so far taken out of the request first (a message that says
+    "cancel" asks for nothing). "Cancel A and tell the build-bot it is off" after ``cancel_task{task_id:A}`` gives
+    ``["send_message"]``; "tell X …, and tell Y the same" after one message, too."""
+    low = request.lower()
+    for value in re.findall(f"{re.escape(ESCAPE)}(.*?){re.escape(ESCAPE)}", said, flags=re.S):
+        if len(value.strip()) > 2:
+            low = low.replace(value.lower(), " ")
+    clauses = _CLAUSE.split(low)
+    called = re.findall(r"call:([^{]+)\{", said)
+    return [name for name, cue in TOOL_CUES.items()
+            if sum(bool(re.search(cue, c)) for c in clauses) > called.count(name)]
+
+
+def left_open(request: str, said: str) -> bool:
+    """Whether the request still asks for something no call in ``said`` has answered: an id no call has used
+    (:func:`open_ids`), or a tool asked for in more clauses than it has calls (:func:`unspent_cues`). Decoding
+    weighs the decision after a call with its own calibrated bias there (``open_bias``)."""
+    return bool(open_ids(request, said) or unspent_cues(request, said))
 
 #: The text that opens a call in a model turn (as decoded, control tokens spelled out).
 _CALL_OPEN = START_CALL + "call:"

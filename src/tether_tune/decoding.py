@@ -23,7 +23,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
-from .constrain import open_ids, skips_enum, unsaid_enum
+from .constrain import left_open, skips_enum, unsaid_enum
 from .format import CONTROL_TOKEN_IDS, END_CALL, START_CALL, START_RESPONSE
 
 START_CALL_ID = CONTROL_TOKEN_IDS[START_CALL]
@@ -374,14 +374,14 @@ class _Greedy:
                  constraint: Any, speculate: int, sources: Sequence[Sequence[int]] | None,
                  requests: Sequence[str] | None = None, call_bias: float = 0.0, next_call_bias: float = 0.0,
                  sampling: Sequence[Sampling | None] | None = None, outputs: Outputs | None = None,
-                 open_id_bias: float | None = None, decode: Callable[[list[int]], str] | None = None,
+                 open_bias: float | None = None, decode: Callable[[list[int]], str] | None = None,
                  open_in: Sequence[str | None] | None = None, enum_bias: float = 0.0):
         B = len(suffixes)
         self.outputs = outputs
         self.call_bias, self.next_call_bias = call_bias, next_call_bias
-        if open_id_bias is not None and decode is None:
-            raise ValueError("open_id_bias needs decode (the tokens said so far, as text)")
-        self.open_id_bias, self.decode = open_id_bias, decode
+        if open_bias is not None and decode is None:
+            raise ValueError("open_bias needs decode (the tokens said so far, as text)")
+        self.open_bias, self.decode = open_bias, decode
         if enum_bias and decode is None:
             raise ValueError("enum_bias needs decode (the tokens said so far, as text)")
         self.enum_bias = enum_bias
@@ -392,7 +392,7 @@ class _Greedy:
         self.out: list[list[int]] = [[] for _ in range(B)]
         self.forced, self.accepted, self.done = [0] * B, [0] * B, [False] * B
         requests = requests or [None] * B  # type: ignore[list-item]
-        self.open_in = list(open_in) if open_in is not None else list(requests)  # where open ids are looked for
+        self.open_in = list(open_in) if open_in is not None else list(requests)  # where what is left open is looked for
         # One constraint for all rows, or one per row (None: that row is free).
         self.constraints = list(constraint) if isinstance(constraint, (list, tuple)) else [constraint] * B
         with _region("grammar"):  # a grounded grammar is compiled per request (a few ms), then cached
@@ -432,12 +432,13 @@ class _Greedy:
         return max((i + 1 for i, t in enumerate(out) if t == END_CALL_ID), default=0)
 
     def after_call_bias(self, b: int) -> float:
-        """The bias on another call right after one: ``open_id_bias`` while the request still has an id that no
-        call has used (``constrain.open_ids``), ``next_call_bias`` otherwise (and always, without the former)."""
+        """The bias on another call right after one: ``open_bias`` while the request still asks for something no
+        call has answered (``constrain.left_open``: an id no call has used, or a tool asked for in more clauses than
+        it has calls), ``next_call_bias`` otherwise (and always, without the former)."""
         asked = self.open_in[b]
-        if self.open_id_bias is not None and asked is not None:
-            if open_ids(asked, self.decode(self.out[b])):  # type: ignore[misc]
-                return self.open_id_bias
+        if self.open_bias is not None and asked is not None:
+            if left_open(asked, self.decode(self.out[b])):  # type: ignore[misc]
+                return self.open_bias
         return self.next_call_bias
 
     def enum_skips(self, b: int, allowed: Any) -> list[int]:
@@ -558,7 +559,7 @@ def decode_greedy(
     on_tokens: Callable[[int, list[int]], None] | None = None,
     head_limit: int = 0,
     outputs: Outputs | None = None,
-    open_id_bias: float | None = None,
+    open_bias: float | None = None,
     decode: Callable[[list[int]], str] | None = None,
     open_in: Sequence[str | None] | None = None,
     enum_bias: float = 0.0,
@@ -577,10 +578,11 @@ def decode_greedy(
 
     ``call_bias``: added to the score of ``<start_function_call>`` at the first position only: the calibrated
     decision between a call and words (``calibrate.py``); 0 is plain greedy. ``next_call_bias``: the same, right
-    after each ``<end_function_call>`` (another call, or ``<start_function_response>``). ``open_id_bias`` (with
-    ``requests`` and ``decode``, the row's tokens as text): used there instead while the request has an id no call
-    has used yet (``constrain.open_ids``); ``None``: ``next_call_bias`` after every call. ``open_in``: per row,
-    the text whose ids count (``None``: none), where it is not the request (a conversation's last user message).
+    after each ``<end_function_call>`` (another call, or ``<start_function_response>``). ``open_bias`` (with
+    ``requests`` and ``decode``, the row's tokens as text): used there instead while the request asks for something
+    no call has answered yet (``constrain.left_open``); ``None``: ``next_call_bias`` after every call. ``open_in``: per
+    row, the text whose ids and asks count (``None``: none), where it is not the request (a conversation's last
+    user message).
     ``enum_bias`` (with a ``constraint`` and ``decode``): taken from the score of each token that would pass by an
     optional enum argument the request states and the call has not set (``constrain.unsaid_enum``): "show me the
     failed tasks" gets its ``status``. The same rows' ``open_in`` text is where the values are looked for.
@@ -604,7 +606,7 @@ def decode_greedy(
 
     B = len(suffixes)
     g = _Greedy(suffixes, stop_ids, max_new_tokens, constraint, speculate, sources, requests, call_bias,
-                next_call_bias, sampling, outputs if speculate else None, open_id_bias, decode, open_in, enum_bias)
+                next_call_bias, sampling, outputs if speculate else None, open_bias, decode, open_in, enum_bias)
     reported = [0] * B
     calls, t_prefill = 0, None
     has_constraint = any(c is not None for c in g.constraints)

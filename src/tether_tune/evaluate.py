@@ -224,7 +224,7 @@ def _evaluate_model(cfg: EvaluateConfig, examples: list[Example], tools: list[di
             report = score(examples, [p.raw for p in preds], tools, unfinished)
             report["latency"] = latency_summary([p.timings for p in preds], wall, cfg.batch_size)
             report["meta"].update(model=str(model), decoding=decoding, call_bias=predictor.call_bias,
-                                  next_call_bias=predictor.next_call_bias, open_id_bias=predictor.open_id_bias,
+                                  next_call_bias=predictor.next_call_bias, open_bias=predictor.open_bias,
                                   enum_bias=predictor.enum_bias)
             reports[name] = report
             del predictor

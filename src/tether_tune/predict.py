@@ -96,14 +96,14 @@ class Predictor:
         call_bias: float = 0.0,
         next_call_bias: float = 0.0,
         head_limit: int = HEAD_LIMIT,
-        open_id_bias: float | None = None,
+        open_bias: float | None = None,
         enum_bias: float = 0.0,
     ):
         from .tokenizer import encode_segments, stop_token_ids
 
         self.head_limit = head_limit
         self.outputs = Outputs()  # earlier answers, drafted from (with speculate)
-        self.call_bias, self.next_call_bias, self.open_id_bias = call_bias, next_call_bias, open_id_bias
+        self.call_bias, self.next_call_bias, self.open_bias = call_bias, next_call_bias, open_bias
         self.enum_bias = enum_bias
         self.model = model
         self.tokenizer = tokenizer
@@ -148,7 +148,7 @@ class Predictor:
         ``grounded`` (with ``constrained``): ids, names and free text only from the request.
         ``call_bias``: added to the call token's first score (``calibrate.py``); ``None``: the run's calibrated
         value (0 for a plain model). ``next_call_bias``: the same after each call (another call or the end);
-        ``None`` also applies the run's ``open_id_bias`` where it has one (given, it applies after every call).
+        ``None`` also applies the run's ``open_bias`` where it has one (given, it applies after every call).
         ``head_limit``: the output head only for the allowed tokens when at most this many (0: always whole).
         ``enum_bias`` (constrained): taken from tokens that pass by an enum argument the request states
         (``decoding.decode_greedy``); ``None``: the run's calibrated value (0 for a plain model)."""
@@ -163,13 +163,13 @@ class Predictor:
                  next_call_bias: float | None = None, head_limit: int = HEAD_LIMIT,
                  enum_bias: float | None = None) -> "Predictor":
         """A predictor over an already loaded ``rundir.LoadedRun`` (several decodings share one loaded model).
-        ``call_bias``, ``next_call_bias``, ``enum_bias`` ``None``: the run's calibrated biases (``open_id_bias``
+        ``call_bias``, ``next_call_bias``, ``enum_bias`` ``None``: the run's calibrated biases (``open_bias``
         included)."""
         from .calibrate import run_biases
 
-        call_bias, next_call_bias, open_id_bias, enum_bias = run_biases(run.info, call_bias, next_call_bias, enum_bias)
+        call_bias, next_call_bias, open_bias, enum_bias = run_biases(run.info, call_bias, next_call_bias, enum_bias)
         return cls(run.model, run.tokenizer, run.tools, run.developer, constrained, max_new_tokens, run.base_model,
-                   speculate, grounded, call_bias, next_call_bias, head_limit, open_id_bias, enum_bias)
+                   speculate, grounded, call_bias, next_call_bias, head_limit, open_bias, enum_bias)
 
     def encode(self, request: str) -> list[int]:
         """The full prompt's ids for ``request`` (what the uncached path would feed the model)."""
@@ -219,7 +219,7 @@ class Predictor:
                 self.next_call_bias,
                 head_limit=self.head_limit,
                 outputs=self.outputs,
-                open_id_bias=self.open_id_bias,
+                open_bias=self.open_bias,
                 decode=lambda ids: decode(self.tokenizer, ids),
                 enum_bias=self.enum_bias,  # it weighs choices of the grammar: none without one
             )

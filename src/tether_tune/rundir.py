@@ -67,7 +67,7 @@ class RunInfo:
     call_bias: float | None = None  # added to <start_function_call>'s first-token score (calibrate.py)
     call_calibration: dict[str, Any] = field(default_factory=dict)  # how call_bias was chosen
     next_call_bias: float | None = None  # added to <start_function_call>'s score after each call (calibrate.py)
-    open_id_bias: float | None = None  # used instead while the request has an id no call has used (calibrate.py)
+    open_bias: float | None = None  # used instead while the request asks for what no call has answered (calibrate.py)
     next_call_calibration: dict[str, Any] = field(default_factory=dict)  # how next_call_bias was chosen
     enum_bias: float | None = None  # taken from tokens that pass by an enum argument the request states (calibrate.py)
     enum_calibration: dict[str, Any] = field(default_factory=dict)  # how enum_bias was chosen
@@ -82,6 +82,8 @@ class RunInfo:
         if not isinstance(d, Mapping) or not isinstance(d.get("base_model"), str):
             raise DataError(source, "base_model", "a run_info.json needs the base model it was trained from")
         known = {f.name for f in dataclasses.fields(cls)} - {"extra"}
+        if "open_id_bias" in d and "open_bias" not in d:  # its name before it also weighed tools asked for
+            d = {**{k: v for k, v in d.items() if k != "open_id_bias"}, "open_bias": d["open_id_bias"]}
         return cls(**{k: v for k, v in d.items() if k in known}, extra={k: v for k, v in d.items() if k not in known})
 
 

@@ -103,7 +103,7 @@ class Engine:
 
         self.model, self.tokenizer = run.model, run.tokenizer
         self.tools, self.developer = list(run.tools), run.developer
-        self.call_bias, self.next_call_bias, self.open_id_bias, self.enum_bias = run_biases(
+        self.call_bias, self.next_call_bias, self.open_bias, self.enum_bias = run_biases(
             run.info, call_bias, next_call_bias, enum_bias)
         self.constrained, self.grounded, self.speculate = constrained, grounded, speculate
         self.head_limit = head_limit
@@ -271,7 +271,7 @@ class Engine:
                 [j.constraint for j in jobs], self.pad_id, self.speculate,
                 [[t for t in j.suffix if t not in _CONTROL_IDS] for j in jobs], [j.ground for j in jobs],
                 self.call_bias, self.next_call_bias, [j.sampling for j in jobs], on_tokens, self.head_limit,
-                self.outputs, self.open_id_bias, self.decode_ids, [j.asked for j in jobs], self.enum_bias)
+                self.outputs, self.open_bias, self.decode_ids, [j.asked for j in jobs], self.enum_bias)
             seconds = time.perf_counter() - t0
             for job, d in zip(jobs, decoded):
                 raw = self.decode_ids(d.ids)

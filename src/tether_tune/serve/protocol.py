@@ -153,7 +153,8 @@ class Conversation:
     """A request as our renderer takes it: the developer context (system text, or None), the messages after the
     developer turn (``format.render_conversation`` shapes), the tools (OpenAI's shape is ours), and the texts
     grounded decoding may copy from (what the user and the tools said); ``asked``: the last message's text when it
-    is the user's (``decoding``'s ``open_id_bias`` looks for the ids it gives that no call has used yet), else None."""
+    is the user's (``decoding``'s ``open_bias`` looks there for what it asks that no call has answered yet), else
+    None."""
 
     developer: str | None
     messages: list[dict[str, Any]]
