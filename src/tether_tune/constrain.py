@@ -102,7 +102,6 @@ def open_ids(request: str, said: str) -> list[str]:
     return [i for i in id_spans(request) if i not in said]
 
 
-
 #: Where one clause of a request ends and the next begins: punctuation, "and", "then", "also".
 _CLAUSE = re.compile(r"[.;,!?+&]\s|\band\b|\bthen\b|\balso\b|\n")
 
@@ -127,6 +126,7 @@ def left_open(request: str, said: str) -> bool:
     (:func:`open_ids`), or a tool asked for in more clauses than it has calls (:func:`unspent_cues`). Decoding
     weighs the decision after a call with its own calibrated bias there (``open_bias``)."""
     return bool(open_ids(request, said) or unspent_cues(request, said))
+
 
 #: The text that opens a call in a model turn (as decoded, control tokens spelled out).
 _CALL_OPEN = START_CALL + "call:"

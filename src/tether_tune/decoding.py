@@ -392,7 +392,7 @@ class _Greedy:
         self.out: list[list[int]] = [[] for _ in range(B)]
         self.forced, self.accepted, self.done = [0] * B, [0] * B, [False] * B
         requests = requests or [None] * B  # type: ignore[list-item]
-        self.open_in = list(open_in) if open_in is not None else list(requests)  # where what is left open is looked for
+        self.open_in = list(open_in) if open_in is not None else list(requests)  # where to look for what is open
         # One constraint for all rows, or one per row (None: that row is free).
         self.constraints = list(constraint) if isinstance(constraint, (list, tuple)) else [constraint] * B
         with _region("grammar"):  # a grounded grammar is compiled per request (a few ms), then cached
