@@ -102,6 +102,9 @@ def open_ids(request: str, said: str) -> list[str]:
     return [i for i in id_spans(request) if i not in said]
 
 
+#: A string value in a model turn (as decoded): the text between an ``<escape>`` and the next.
+_ESCAPED = re.compile(f"{re.escape(ESCAPE)}(.*?){re.escape(ESCAPE)}", re.S)
+
 #: Where one clause of a request ends and the next begins: punctuation, "and", "then", "also".
 _CLAUSE = re.compile(r"[.;,!?+&]\s|\band\b|\bthen\b|\balso\b|\n")
 
@@ -112,7 +115,7 @@ def unspent_cues(request: str, said: str) -> list[str]:
     "cancel" asks for nothing). "Cancel A and tell the build-bot it is off" after ``cancel_task{task_id:A}`` gives
     ``["send_message"]``; "tell X …, and tell Y the same" after one message, too."""
     low = request.lower()
-    for value in re.findall(f"{re.escape(ESCAPE)}(.*?){re.escape(ESCAPE)}", said, flags=re.S):
+    for value in _ESCAPED.findall(said):
         if len(value.strip()) > 2:
             low = low.replace(value.lower(), " ")
     clauses = _CLAUSE.split(low)
@@ -150,7 +153,7 @@ def unsaid_enum(tools: Sequence[Mapping[str, Any]], request: str, said: str) -> 
     if fn is None:
         return None
     if brace:
-        bare = re.sub(f"{re.escape(ESCAPE)}.*?{re.escape(ESCAPE)}", "", args, flags=re.S)  # values left out
+        bare = _ESCAPED.sub("", args)  # values left out
         if ESCAPE in bare or not (args == "" or args.endswith((",", ESCAPE))):
             return None  # inside a value, a key or a number
         given = re.findall(r"(?:^|,)([^,:]+):", bare)
