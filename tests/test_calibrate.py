@@ -16,11 +16,13 @@ from tether_tune.calibrate import (
     call_margins,
     choose_call_bias,
     choose_next_call_biases,
-    enum_margins,
+    gold_margins,
+    Biases,
     next_call_margins,
+    passing_margins,
     run_biases,
 )
-from tether_tune.constrain import left_open, open_ids, unspent_cues
+from tether_tune.constrain import asked_tools, left_open, open_ids, skips_tools, unspent_cues
 from tether_tune.data import Example
 from tether_tune.decoding import END_CALL_ID, START_CALL_ID, decode_greedy, first_token_logits, repeated_call
 from tether_tune.format import Call
@@ -196,6 +198,27 @@ def test_left_open_is_an_unused_id_or_an_unspent_cue():
     assert left_open(f"cancel {a} and ping the release manager", cancel_a)  # a tool asked for
     assert not left_open(f"cancel {a}, it is running against prod by mistake", cancel_a)
 
+
+def test_asked_tools_stand_at_a_tool_name_while_the_request_asks_for_a_tool_no_call_has_made(tools: list[dict]):
+    a, b = "3f2a9c1e-7b4d-4e8f-9a6b-0c1d2e3f4a5b", "4e4dce00-100d-408c-a0ec-ea065bfbe637"
+    request = f"How far along is task {a}? And pull up the chat log for session {b}"
+    start = "<start_function_call>call:"
+    got = _calls_text(("get_task", {"task_id": a}))
+    assert asked_tools(tools, request, got + start) == ("", ("get_session_history",))
+    assert asked_tools(tools, request, got + start + "get_") == ("get_", ("get_session_history",))
+    assert asked_tools(tools, request, got) is None  # between calls, not in a name
+    assert asked_tools(tools, request, got + start + "get_session_history{") is None  # the name is said
+    done = _calls_text(("get_task", {"task_id": a}), ("get_session_history", {"session_id": b}))
+    assert asked_tools(tools, request, done + start) is None  # every tool asked for has its call
+    assert asked_tools(tools, "give me the gist of session " + b, start) == ("", ("playback_session",))
+    others = [t for t in tools if t.get("function", t)["name"] != "playback_session"]
+    assert asked_tools(others, "the gist of " + b, start) is None  # a tool not offered is not asked for
+    # a token leads away when the name can no longer become a tool asked for
+    asked = ("get_session_history",)
+    assert not skips_tools("get", "", asked) and not skips_tools("_session", "get", asked)
+    assert skips_tools("_task", "get", asked) and skips_tools("cancel", "", asked)
+    assert not skips_tools("history{", "get_session_", asked) and skips_tools("{", "get", asked)
+
 def test_decisions_with_an_id_left_open_get_their_own_bias():
     """Open decisions (another call due, margins -1.3..-0.4) and the others (the end due, margins -2..-0.2): one
     bias cannot serve both, two do; with too few open decisions, one bias for all."""
@@ -282,13 +305,14 @@ def test_run_biases_are_the_given_ones_else_the_runs():
     (the run's open_bias is not used); a plain model (no run info) gets 0 and no open_bias."""
     from tether_tune.rundir import RunInfo
 
-    info = RunInfo(base_model="m", call_bias=-1.5, next_call_bias=0.6, open_bias=2.2, enum_bias=4.0)
-    assert run_biases(info) == (-1.5, 0.6, 2.2, 4.0)
-    assert run_biases(info, call_bias=0.0) == (0.0, 0.6, 2.2, 4.0)
-    assert run_biases(info, next_call_bias=0.0) == (-1.5, 0.0, None, 4.0)
-    assert run_biases(info, enum_bias=0.0) == (-1.5, 0.6, 2.2, 0.0)
-    assert run_biases(RunInfo(base_model="m")) == (0.0, 0.0, None, 0.0)
-    assert run_biases(None, 1.0) == (1.0, 0.0, None, 0.0)
+    info = RunInfo(base_model="m", call_bias=-1.5, next_call_bias=0.6, open_bias=2.2, enum_bias=4.0, tool_bias=3.0)
+    assert run_biases(info) == Biases(call=-1.5, next_call=0.6, open=2.2, enum=4.0, tool=3.0)
+    assert run_biases(info, call_bias=0.0) == (0.0, 0.6, 2.2, 4.0, 3.0)
+    assert run_biases(info, next_call_bias=0.0) == (-1.5, 0.0, None, 4.0, 3.0)
+    assert run_biases(info, enum_bias=0.0) == (-1.5, 0.6, 2.2, 0.0, 3.0)
+    assert run_biases(info, tool_bias=0.0) == (-1.5, 0.6, 2.2, 4.0, 0.0)
+    assert run_biases(RunInfo(base_model="m")) == Biases()
+    assert run_biases(None, 1.0) == (1.0, 0.0, None, 0.0, 0.0)
 
 
 def test_repeated_call_finds_a_call_made_twice_token_for_token():
@@ -343,6 +367,9 @@ def test_calibrate_command_stores_the_bias_and_prediction_applies_it(tiny_model_
     assert Predictor.load(str(run), call_bias=0.0).call_bias == 0.0
     assert isinstance(info["next_call_bias"], float) and info["next_call_calibration"]["decisions"] == 1
     assert "enum_bias" not in info and info["enum_calibration"]["decisions"] == 0  # no enum stated in a call's request
+    # "cancel task …": at the tool's name, cancel_task or another tool the grammar allows
+    assert isinstance(info["tool_bias"], float) and info["tool_calibration"]["decisions"] >= 1
+    assert Predictor.load(str(run)).tool_bias == info["tool_bias"]
     assert Predictor.load(str(run)).next_call_bias == info["next_call_bias"]
     # several files: one calibration on all their examples (a gold-format file with acceptable values too)
     dev = tmp_path / "dev.jsonl"
@@ -363,6 +390,10 @@ def test_calibrate_command_stores_the_bias_and_prediction_applies_it(tiny_model_
 FAILED = Example("show me the failed tasks", [Call("list_tasks", {"status": "failed"})])
 FAILED_IN = Example("failed tasks in 04891101", [Call("list_tasks", {"codebase_id": "04891101", "status": "failed"})])
 BUILD = Example("create a task to fix the build", [Call("create_task", {"title": "fix the build"})])
+
+
+def enum_margins(predictor: Predictor, examples: list[Example]) -> tuple[list[float], list[bool]]:
+    return passing_margins(predictor, examples, ("enum",))["enum"]
 
 
 def _said(predictor: Predictor, ex: Example) -> list[int]:
@@ -435,3 +466,70 @@ def test_a_run_info_with_the_old_name_of_the_open_bias_still_gives_it():
     info = RunInfo.from_dict({"base_model": "m", "next_call_bias": 0.5, "open_id_bias": 6.25})
     assert info.open_bias == 6.25 and "open_id_bias" not in info.extra
     assert RunInfo.from_dict(info.to_dict()).open_bias == 6.25
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The tool bias: at a tool's name, the tools the request asks for (tools.TOOL_CUES)
+# --------------------------------------------------------------------------------------------------------------
+
+SESSION = "5f0c2d1e-8a7b-4c6d-9e0f-1a2b3c4d5e6f"
+GIST = Example(f"give me the gist of session {SESSION}",
+               [Call("playback_session", {"session_id": SESSION, "style": "summary"})])
+
+
+def test_tool_margins_are_measured_at_the_name_of_each_call_the_request_asks_for(predictor: Predictor):
+    """One pass measures both weighed choices; at each token of a tool's name while a tool is asked for, the
+    margin is the best token toward an asked tool minus the best away from it (the tiny model's scores, read from
+    one plain forward), and the gold keeps to it. A request that asks for no tool by its words has none."""
+    from tether_tune.decoding import passing, passing_test
+    from tether_tune.tokenizer import decode
+
+    both = passing_margins(predictor, [GIST, FAILED])
+    margins, keeps = both["tool"]
+    assert margins and all(keeps)  # playback's name, then list_tasks' ("failed tasks" asks for it)
+    assert both["enum"] == passing_margins(predictor, [GIST, FAILED], ("enum",))["enum"]
+    every = gold_margins(predictor, [GIST, FAILED, TWO])  # the decisions after a call too, in the same pass
+    assert every["next_call"] == next_call_margins(predictor, [GIST, FAILED, TWO])
+    assert every["tool"] == passing_margins(predictor, [GIST, FAILED, TWO], ("tool",))["tool"]
+    direct = []
+    for ex in (GIST, FAILED):
+        said = _said(predictor, ex)
+        prompt = predictor.encode(ex.request)
+        with torch.no_grad():
+            logits = predictor.model(torch.tensor([prompt + said])).logits[0].float()
+        matcher = predictor.constraint.matcher(ex.request)
+        for i, tok in enumerate(said):
+            test = passing_test("tool", predictor.tools, ex.request, decode(predictor.tokenizer, said[:i]))
+            if i and test is not None:
+                allowed = predictor.constraint.allowed([matcher], logits.shape[-1])[0]
+                ids, skip = passing(allowed, test, {}, lambda t: decode(predictor.tokenizer, t))
+                stay = [t for t in ids if t not in skip]
+                if skip and stay:
+                    row = logits[len(prompt) + i - 1]
+                    direct.append(float(row[stay].max() - row[skip].max()))
+            assert matcher.consume_token(tok)
+    assert margins == pytest.approx(direct, abs=1e-3)
+    bare = Example(f"{SESSION}?", [Call("get_session_history", {"session_id": SESSION})])
+    assert passing_margins(predictor, [bare], ("tool",)) == {"tool": ([], [])}
+
+
+@pytest.mark.parametrize("speculate", [0, 8])
+def test_the_tool_bias_calls_the_tool_the_request_asks_for(predictor: Predictor, speculate: int):
+    """The tiny model, made to call (call bias +50): for "give me the gist of session …" it names some tool; with
+    the tool bias past every name margin it names playback_session (the one the request asks for), and with 0 what
+    it named at first. A request that asks for no tool by its words decodes the same either way."""
+    from tether_tune.tokenizer import decode
+
+    def run(request: str, tool_bias: float) -> str:
+        suffix = predictor.suffix(request)
+        (d,) = decode_greedy(predictor.model, predictor.prefix, [suffix], predictor.stop_ids, 40, predictor.constraint,
+                             predictor.pad_id, speculate, [suffix], [request], 50.0, -50.0,
+                             decode=lambda ids: decode(predictor.tokenizer, ids), tool_bias=tool_bias)
+        return decode(predictor.tokenizer, d.ids)
+
+    margins, _ = passing_margins(predictor, [GIST], ("tool",))["tool"]
+    assert run(GIST.request, max(0.0, -min(margins)) + 1.0).startswith("<start_function_call>call:playback_session{")
+    named = run(GIST.request, 0.0).startswith("<start_function_call>call:playback_session{")
+    assert named == all(m > 0 for m in margins)  # greedy keeps to the gold name while every margin is above 0
+    assert run(f"{SESSION}?", 30.0) == run(f"{SESSION}?", 0.0)
+

@@ -21,16 +21,23 @@ call has answered (``constrain.left_open``: an id no call has used, "cancel A an
 asked for in more clauses than it has calls, "cancel A and tell the build-bot" after cancelling A), and otherwise;
 each side gets its own bias (``open_bias``, ``next_call_bias``).
 
+Two choices inside a call are weighed the same way (``passing_margins``; ``gold_margins`` measures these and the
+decisions after a call in one teacher-forced pass): an
+optional enum argument the request states and the call has not set (``enum_bias``), and a tool's name while the
+request asks for a tool no call has answered (``tool_bias``: "give me the gist of session …" gets
+``playback_session``, not ``get_session_history``). At each such point of the gold answers, the best token that keeps
+to it against the best that passes it by; the bias by the middle rule.
+
 ``tether-tune train`` calibrates on its validation file at the end and stores the bias in ``run_info.json``
 (``call_bias``); prediction and evaluation apply it unless ``--call_bias`` says otherwise.
-``tether-tune calibrate --model_path RUN --val_file FILE`` does it again for an existing run. Both biases are
-stored (``call_bias``, ``next_call_bias``) and applied.
+``tether-tune calibrate --model_path RUN --val_file FILE`` does it again for an existing run. Every bias is
+stored (``call_bias``, ``next_call_bias``, ``open_bias``, ``enum_bias``, ``tool_bias``) and applied.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterator, NamedTuple, Sequence
 
 from .config import ConfigError, print_config, say
 from .constrain import left_open, unsaid_enum
@@ -51,20 +58,36 @@ ENUM_BIAS_HELP = ("taken from the score of each token that would pass by an opti
                   "run's calibrated value (run_info.json), 0 for a plain model; 0 turns it off")
 
 
+TOOL_BIAS_HELP = ("taken from the score of each token of a tool's name that leads away from the tools the request asks "
+                  "for and no call has answered (tools.TOOL_CUES: \"give me the gist of session …\" gets "
+                  "playback_session), with --constrained; default: the run's calibrated value (run_info.json), 0 for "
+                  "a plain model; 0 turns it off")
+
+
+class Biases(NamedTuple):
+    """The calibrated biases decoding applies (``decoding.decode_greedy``): at the first answer token (``call``),
+    after a call (``next_call``; ``open`` instead while the request asks for something no call has answered, or
+    ``None``), and the weighed choices of the grammar (``enum``, ``tool``)."""
+
+    call: float = 0.0
+    next_call: float = 0.0
+    open: float | None = None
+    enum: float = 0.0
+    tool: float = 0.0
+
+
 def run_biases(info: Any, call_bias: float | None = None, next_call_bias: float | None = None,
-               enum_bias: float | None = None) -> tuple[float, float, float | None, float]:
-    """``(call_bias, next_call_bias, open_bias, enum_bias)`` for decoding a run: the ones given, else the run's
-    calibrated ones (``info``: its ``rundir.RunInfo``, or None for a plain model: 0). A given ``next_call_bias``
-    applies after every call, so the run's ``open_bias`` is then not used."""
-    if call_bias is None:
-        call_bias = (info.call_bias if info is not None else None) or 0.0
-    if enum_bias is None:
-        enum_bias = (info.enum_bias if info is not None else None) or 0.0
-    if next_call_bias is not None:
-        return call_bias, next_call_bias, None, enum_bias
-    if info is None:
-        return call_bias, 0.0, None, enum_bias
-    return call_bias, info.next_call_bias or 0.0, info.open_bias, enum_bias
+               enum_bias: float | None = None, tool_bias: float | None = None) -> Biases:
+    """The biases for decoding a run: the ones given, else the run's calibrated ones (``info``: its
+    ``rundir.RunInfo``, or None for a plain model: 0). A given ``next_call_bias`` applies after every call, so the
+    run's ``open_bias`` is then not used."""
+    def given(value: float | None, name: str) -> float:
+        return value if value is not None else (getattr(info, name) if info is not None else None) or 0.0
+
+    call, enum, tool = given(call_bias, "call_bias"), given(enum_bias, "enum_bias"), given(tool_bias, "tool_bias")
+    if next_call_bias is not None or info is None:
+        return Biases(call, next_call_bias or 0.0, None, enum, tool)
+    return Biases(call, info.next_call_bias or 0.0, info.open_bias, enum, tool)
 
 
 def call_margins(predictor: Any, requests: Sequence[str], batch_size: int = 8) -> list[float | None]:
@@ -119,24 +142,59 @@ def _teacher_forced(predictor: Any, examples: Sequence[Example],
             yield row[keep - len(completion):], completion, request  # the row's logits after completion[0] first
 
 
-def next_call_margins(predictor: Any, examples: Sequence[Example],
-                      batch_size: int = 8) -> tuple[list[float], list[bool], list[bool]]:
-    """After each gold call of each example that has calls (the gold answer teacher-forced): the call score minus
-    the end score (``<start_function_response>``), whether the gold answer has another call there, and whether the
-    request still asks for something no call so far has answered (``constrain.left_open``: decoding's
-    ``open_bias``)."""
+def gold_margins(predictor: Any, examples: Sequence[Example], kinds: Sequence[str] = ("next_call", "enum", "tool"),
+                 batch_size: int = 8) -> dict[str, tuple[list[float], ...]]:
+    """The decisions inside each gold answer that has calls (teacher-forced under the predictor's grammar, one
+    forward per example for every kind), per kind:
+
+    - ``next_call``: after each call, the call score minus the end score (``<start_function_response>``), whether
+      the gold answer has another call there, and whether the request still asks for something no call so far has
+      answered (``constrain.left_open``: decoding's ``open_bias``);
+    - ``enum``, ``tool``: at each point where that weighed choice comes up (``decoding.passing_test``: an optional
+      enum argument the request states and the call has not set; a tool's name while the request asks for a tool no
+      call has answered), the best score of an allowed token that keeps to it minus the best of one that passes it
+      by, and whether the gold answer keeps to it (``decoding``'s ``enum_bias`` and ``tool_bias`` weigh those
+      decisions). Only where the grammar allows both; an answer the grammar rejects is left at that point (without
+      a grammar there are none)."""
+    from .decoding import WEIGHED, passing, passing_test
     from .tokenizer import decode
 
-    margins: list[float] = []
-    more: list[bool] = []
-    open_: list[bool] = []
+    out: dict[str, tuple[list[Any], ...]] = {kind: ([], [], []) if kind == "next_call" else ([], []) for kind in kinds}
+    weighed = [k for k in kinds if k != "next_call"]
+    constraint = predictor.constraint if weighed else None
+    texts: dict[int, str] = {}
     for scores, completion, request in _teacher_forced(predictor, examples, batch_size):
-        for i, token in enumerate(completion[:-1]):
-            if token == END_CALL_ID:
-                margins.append(float(scores[i, START_CALL_ID] - scores[i, START_RESPONSE_ID]))
-                more.append(completion[i + 1] == START_CALL_ID)
-                open_.append(left_open(request, decode(predictor.tokenizer, completion[: i + 1])))
-    return margins, more, open_
+        if "next_call" in out:
+            margins, more, open_ = out["next_call"]
+            for i, token in enumerate(completion[:-1]):
+                if token == END_CALL_ID:
+                    margins.append(float(scores[i, START_CALL_ID] - scores[i, START_RESPONSE_ID]))
+                    more.append(completion[i + 1] == START_CALL_ID)
+                    open_.append(left_open(request, decode(predictor.tokenizer, completion[: i + 1])))
+        if constraint is None:
+            continue
+        matcher = constraint.matcher(request)
+        for i, token in enumerate(completion):
+            said = decode(predictor.tokenizer, completion[:i]) if i else None
+            for kind in weighed:
+                test = passing_test(kind, constraint.tools, request, said) if said is not None else None
+                if test is None:
+                    continue
+                allowed = constraint.allowed([matcher], scores.shape[-1])[0]
+                ids, skip = passing(allowed, test, texts, lambda t: decode(predictor.tokenizer, t), WEIGHED[kind])
+                stay = [t for t in ids if t not in skip]
+                if skip and stay:
+                    out[kind][0].append(float(scores[i - 1, stay].max() - scores[i - 1, skip].max()))
+                    out[kind][1].append(token not in skip)
+            if not matcher.consume_token(token):
+                break  # the gold answer leaves the grammar here (an argument the request does not state)
+    return out
+
+
+def next_call_margins(predictor: Any, examples: Sequence[Example],
+                      batch_size: int = 8) -> tuple[list[float], list[bool], list[bool]]:
+    """:func:`gold_margins`' ``next_call`` decisions: margins, another call due, something left open."""
+    return gold_margins(predictor, examples, ("next_call",), batch_size)["next_call"]  # type: ignore[return-value]
 
 
 #: The goal's floor on no-call precision: of the requests the model answers in words, at least this share must be
@@ -214,42 +272,16 @@ def calibrate(predictor: Any, examples: Sequence[Example], batch_size: int = 8) 
     return choose_call_bias(margins, [bool(ex.calls) for ex in examples], min_words_precision=MIN_WORDS_PRECISION)
 
 
-def enum_margins(predictor: Any, examples: Sequence[Example], batch_size: int = 8) -> tuple[list[float], list[bool]]:
-    """At each point of each gold answer (teacher-forced, under the predictor's grammar) where the call in progress
-    has an optional enum argument the request states and that is not set yet (``constrain.unsaid_enum``): the best
-    score of an allowed token that keeps it possible minus the best of one that passes it by
-    (``constrain.skips_enum``), and whether the gold answer keeps it (``decoding``'s ``enum_bias`` weighs that
-    decision). Only where the grammar allows both kinds; an answer the grammar rejects is left at that point."""
-    from .decoding import enum_passing
-    from .tokenizer import decode
-
-    constraint = predictor.constraint
-    if constraint is None:
-        return [], []
-    texts: dict[int, str] = {}
-    margins: list[float] = []
-    keeps: list[bool] = []
-    for scores, completion, request in _teacher_forced(predictor, examples, batch_size):
-        matcher = constraint.matcher(request)
-        for i, token in enumerate(completion):
-            unsaid = unsaid_enum(constraint.tools, request, decode(predictor.tokenizer, completion[:i])) if i else None
-            if unsaid is not None:
-                allowed = constraint.allowed([matcher], scores.shape[-1])[0]
-                ids, skip = enum_passing(allowed, unsaid, texts, lambda t: decode(predictor.tokenizer, t))
-                stay = [t for t in ids if t not in skip]
-                if skip and stay:
-                    margins.append(float(scores[i - 1, stay].max() - scores[i - 1, skip].max()))
-                    keeps.append(token not in skip)
-            if not matcher.consume_token(token):
-                break  # the gold answer leaves the grammar here (an argument the request does not state)
-    return margins, keeps
+def passing_margins(predictor: Any, examples: Sequence[Example], kinds: Sequence[str] = ("enum", "tool"),
+                    batch_size: int = 8) -> dict[str, tuple[list[float], list[bool]]]:
+    """:func:`gold_margins`' weighed choices (``enum``, ``tool``): per kind, margins and whether the gold keeps to
+    it."""
+    return gold_margins(predictor, examples, kinds, batch_size)  # type: ignore[return-value]
 
 
-def calibrate_enum(predictor: Any, examples: Sequence[Example],
-                   batch_size: int = 8) -> tuple[float | None, dict[str, Any]]:
-    """The enum bias for ``predictor`` chosen on ``examples`` by :func:`choose_call_bias` (the middle rule) on the
-    decisions of :func:`enum_margins`; ``None`` where there are none (or the predictor has no grammar)."""
-    margins, keeps = enum_margins(predictor, examples, batch_size)
+def choose_weighed(margins: Sequence[float], keeps: Sequence[bool]) -> tuple[float | None, dict[str, Any]]:
+    """The bias of a weighed choice (``enum``, ``tool``) by :func:`choose_call_bias` (the middle rule) on its
+    decisions (:func:`passing_margins`), with how; ``None`` where there are none."""
     if not margins:
         return None, {"decisions": 0}
     bias, stats = choose_call_bias(margins, keeps)
@@ -298,13 +330,6 @@ def choose_next_call_biases(margins: Sequence[float], more: Sequence[bool],
     return b["bias"], a["bias"], {**total, **each}
 
 
-def calibrate_next_call(predictor: Any, examples: Sequence[Example],
-                        batch_size: int = 8) -> tuple[float, float | None, dict[str, Any]]:
-    """The biases after each call (another call or the end) for ``predictor``, chosen on ``examples``:
-    ``(next_call_bias, open_bias, stats)`` (:func:`choose_next_call_biases`)."""
-    return choose_next_call_biases(*next_call_margins(predictor, examples, batch_size))
-
-
 def read_calibration_files(paths: Sequence[str]) -> list[Example]:
     """The examples of every file in ``paths``, in order, read strictly (a bad line stops with its file, line and
     field): ``tether-tune calibrate --val_file`` and ``tether-tune train --calibration_files``."""
@@ -313,16 +338,18 @@ def read_calibration_files(paths: Sequence[str]) -> list[Example]:
 
 def calibrate_run_info(info: Any, predictor: Any, examples: Sequence[Example], val_files: Sequence[str],
                        batch_size: int = 8) -> str:
-    """Calibrate both decisions and record the biases and how they were chosen in ``info`` (a
+    """Calibrate every decision and record the biases and how they were chosen in ``info`` (a
     ``rundir.RunInfo``), with the files the examples came from; returns lines saying what changed."""
     val_file = " + ".join(str(f) for f in val_files)
     bias, stats = calibrate(predictor, examples, batch_size)
     info.call_bias, info.call_calibration = bias, {**stats, "val_file": val_file}
-    more, open_bias, more_stats = calibrate_next_call(predictor, examples, batch_size)
+    gold = gold_margins(predictor, examples, ("next_call", "enum", "tool"), batch_size)  # one forward for the three
+    more, open_bias, more_stats = choose_next_call_biases(*gold["next_call"])
     info.next_call_bias, info.open_bias = more, open_bias
     info.next_call_calibration = {**more_stats, "val_file": val_file}
-    enum_bias, enum_stats = calibrate_enum(predictor, examples, batch_size)
+    (enum_bias, enum_stats), (tool_bias, tool_stats) = choose_weighed(*gold["enum"]), choose_weighed(*gold["tool"])
     info.enum_bias, info.enum_calibration = enum_bias, {**enum_stats, "val_file": val_file}
+    info.tool_bias, info.tool_calibration = tool_bias, {**tool_stats, "val_file": val_file}
     precision = stats["after"]["words_precision"]
     opened = ("" if open_bias is None else
               f" ({open_bias:+.3f} while the request asks for something no call has answered: "
@@ -332,10 +359,17 @@ def calibrate_run_info(info: Any, predictor: Any, examples: Sequence[Example], v
             f"{'none given' if precision is None else f'{precision:.1%}'}; floor {MIN_WORDS_PRECISION:.0%})\n"
             f"another-call-or-end bias {more:+.3f}{opened}: {more_stats['before']['right']} -> "
             f"{more_stats['after']['right']} of {more_stats['decisions']} decisions right\n"
-            + ("enum bias: no decisions (no optional enum argument stated in a call's request)" if enum_bias is None
-               else f"enum bias {enum_bias:+.3f} (taken from passing by an enum argument the request states): "
-                    f"{enum_stats['before']['right']} -> {enum_stats['after']['right']} of "
-                    f"{enum_stats['decisions']} decisions right"))
+            + _weighed_line("enum", enum_bias, enum_stats, "no optional enum argument stated in a call's request",
+                            "taken from passing by an enum argument the request states") + "\n"
+            + _weighed_line("tool", tool_bias, tool_stats, "no tool asked for at a call's tool name",
+                            "taken from a tool name's tokens that lead away from the tools the request asks for"))
+
+
+def _weighed_line(kind: str, bias: float | None, stats: dict[str, Any], none: str, what: str) -> str:
+    if bias is None:
+        return f"{kind} bias: no decisions ({none})"
+    return (f"{kind} bias {bias:+.3f} ({what}): {stats['before']['right']} -> {stats['after']['right']} of "
+            f"{stats['decisions']} decisions right")
 
 
 # --------------------------------------------------------------------------------------------------------------

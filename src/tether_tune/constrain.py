@@ -28,7 +28,10 @@ only be what the request says —
 An optional enum argument the request states is easy for a small model to leave out ("show me the failed tasks"
 as ``list_tasks{}``). :func:`unsaid_enum` finds such an argument at each point between two arguments of the call
 in progress, and :func:`skips_enum` the tokens that would pass it by (closing the call, or a later key); decoding
-weighs them down by a calibrated bias (``decoding``'s ``enum_bias``, chosen by ``calibrate.py``).
+weighs them down by a calibrated bias (``decoding``'s ``enum_bias``, chosen by ``calibrate.py``). In the same way,
+:func:`asked_tools` finds, at a call's tool name, the tools the request asks for by its words (``tools.TOOL_CUES``)
+that no call has answered, and :func:`skips_tools` the tokens that lead away from them ("give me the gist of session
+…" named as ``get_session_history``); ``tool_bias`` weighs those down.
 
 A call whose required argument has no candidate in the request (``cancel the task`` without an id) is left out of
 the grammar, so the model has to answer in words. Where one candidate remains (one UUID in the request), the
@@ -180,6 +183,31 @@ def skips_enum(token_text: str, key: str, later: Sequence[str]) -> bool:
         return True
     text = token_text.strip()
     return bool(text) and any(k.startswith(text) for k in later) and not key.startswith(text)
+
+
+def asked_tools(tools: Sequence[Mapping[str, Any]], request: str, said: str) -> tuple[str, tuple[str, ...]] | None:
+    """Where ``said`` (the model turn so far, as text) stands in the tool name of a call in progress (right after
+    ``call:`` or within the name): ``(name, asked)``, the part of the name said so far and the offered tools the
+    request asks for that no call has answered yet (:func:`unspent_cues`); ``None`` elsewhere, or where it asks for
+    none. "How far along is task A? And pull up the chat log of session B" after the ``get_task`` call gives
+    ``("", ("get_session_history",))``."""
+    start = said.rfind(_CALL_OPEN)
+    if start < 0:
+        return None
+    name = said[start + len(_CALL_OPEN):]
+    if "{" in name or END_CALL in name:
+        return None
+    offered = tool_map(tools)
+    asked = tuple(t for t in unspent_cues(request, said) if t in offered)
+    return (name, asked) if asked else None
+
+
+def skips_tools(token_text: str, name: str, asked: Sequence[str]) -> bool:
+    """Whether a token, as text, leads the tool name said so far (``name``, where :func:`asked_tools` found it) away
+    from every tool in ``asked``: after it, the name is no longer the start of one of them (or, with the ``{`` that
+    ends a name, not one of them)."""
+    head, brace, _ = (name + token_text).partition("{")
+    return not any(t == head if brace else t.startswith(head) for t in asked)
 
 
 #: A word that is an id, never part of a name: a UUID, or 8+ hex digits with a digit among them (a codebase id).

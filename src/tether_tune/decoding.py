@@ -23,7 +23,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
-from .constrain import left_open, skips_enum, unsaid_enum
+from .constrain import asked_tools, left_open, skips_enum, skips_tools, unsaid_enum
 from .format import CONTROL_TOKEN_IDS, END_CALL, START_CALL, START_RESPONSE
 
 START_CALL_ID = CONTROL_TOKEN_IDS[START_CALL]
@@ -351,19 +351,38 @@ def repeated_call(ids: Sequence[int]) -> int | None:
 MAX_ENUM_CHOICES = 64
 
 
-def enum_passing(allowed: Any, unsaid: tuple[str, tuple[str, ...]], texts: dict[int, str],
-                 decode: Callable[[list[int]], str]) -> tuple[list[int], list[int]]:
-    """At a choice where :func:`constrain.unsaid_enum` found ``unsaid``: ``(ids, passing)``, the tokens the grammar
-    allows (``allowed``, a bool mask over the vocabulary) and those of them that pass the argument by
-    (``constrain.skips_enum``); ``([], [])`` where it allows more than ``MAX_ENUM_CHOICES`` (not a choice between
-    keys). ``texts``: each token's text, filled from ``decode`` as needed (kept by the caller between choices)."""
+def passing_test(kind: str, tools: Sequence[Any], request: str, said: str) -> Callable[[str], bool] | None:
+    """Where a choice decoding weighs with a calibrated bias comes up, the test of a token's text that passes it
+    by; ``None`` elsewhere. ``kind``: ``enum`` — an optional enum argument the request states and the call in
+    progress has not set (``constrain.unsaid_enum``; passed by with ``constrain.skips_enum``); ``tool`` — a tool
+    name, while the request asks for a tool no call has answered (``constrain.asked_tools``; passed by with
+    ``constrain.skips_tools``). ``said``: the model turn so far, as text."""
+    if kind == "enum":
+        unsaid = unsaid_enum(tools, request, said)
+        return None if unsaid is None else lambda text: skips_enum(text, *unsaid)
+    if kind == "tool":
+        asked = asked_tools(tools, request, said)
+        return None if asked is None else lambda text: skips_tools(text, *asked)
+    raise ValueError(f"weighed choice {kind!r}: expected enum or tool")
+
+
+def passing(allowed: Any, test: Callable[[str], bool], texts: dict[int, str], decode: Callable[[list[int]], str],
+            limit: int | None = None) -> tuple[list[int], list[int]]:
+    """At a choice :func:`passing_test` found: ``(ids, passing)``, the tokens the grammar allows (``allowed``, a
+    bool mask over the vocabulary) and those of them ``test`` says pass it by; ``([], [])`` where it allows more
+    than ``limit`` (an enum's: ``MAX_ENUM_CHOICES``, not a choice between keys). ``texts``: each token's text, filled
+    from ``decode`` as needed (kept by the caller between choices)."""
     ids = allowed.nonzero()[:, 0].tolist()
-    if len(ids) > MAX_ENUM_CHOICES:
+    if limit is not None and len(ids) > limit:
         return [], []
     for t in ids:
         if t not in texts:
             texts[t] = decode([t])
-    return ids, [t for t in ids if skips_enum(texts[t], *unsaid)]
+    return ids, [t for t in ids if test(texts[t])]
+
+
+#: The choices decoding weighs, each with the most tokens the grammar may allow there.
+WEIGHED = {"enum": MAX_ENUM_CHOICES, "tool": None}
 
 
 class _Greedy:
@@ -375,17 +394,17 @@ class _Greedy:
                  requests: Sequence[str] | None = None, call_bias: float = 0.0, next_call_bias: float = 0.0,
                  sampling: Sequence[Sampling | None] | None = None, outputs: Outputs | None = None,
                  open_bias: float | None = None, decode: Callable[[list[int]], str] | None = None,
-                 open_in: Sequence[str | None] | None = None, enum_bias: float = 0.0):
+                 open_in: Sequence[str | None] | None = None, enum_bias: float = 0.0, tool_bias: float = 0.0):
         B = len(suffixes)
         self.outputs = outputs
         self.call_bias, self.next_call_bias = call_bias, next_call_bias
         if open_bias is not None and decode is None:
             raise ValueError("open_bias needs decode (the tokens said so far, as text)")
         self.open_bias, self.decode = open_bias, decode
-        if enum_bias and decode is None:
-            raise ValueError("enum_bias needs decode (the tokens said so far, as text)")
-        self.enum_bias = enum_bias
-        self.token_text: dict[int, str] = {}  # one token's text, for the enum bias
+        if (enum_bias or tool_bias) and decode is None:
+            raise ValueError("enum_bias and tool_bias need decode (the tokens said so far, as text)")
+        self.weights = {"enum": enum_bias, "tool": tool_bias}
+        self.token_text: dict[int, str] = {}  # one token's text, for the weighed choices
         self.stop, self.speculate = set(stop_ids), speculate
         self.limits = [max_new_tokens] * B if isinstance(max_new_tokens, int) else list(max_new_tokens)
         self.sampling = list(sampling) if sampling is not None else [None] * B
@@ -441,25 +460,35 @@ class _Greedy:
                 return self.open_bias
         return self.next_call_bias
 
-    def enum_skips(self, b: int, allowed: Any) -> list[int]:
-        """The allowed tokens that ``enum_bias`` weighs down at row b's next choice: where the call in progress has
-        an optional enum argument the request states and the model has not set (``constrain.unsaid_enum``), those
-        that pass it by (``constrain.skips_enum``: closing the call or a later key). [] elsewhere."""
+    def weighed(self, b: int, allowed: Any) -> list[tuple[float, list[int]]]:
+        """The biases taken from allowed tokens at row b's next choice, each with the tokens it weighs down: where
+        the call in progress has an optional enum argument the request states and the model has not set,
+        ``enum_bias`` from those that pass it by; in a tool's name while the request asks for a tool no call has
+        answered, ``tool_bias`` from those that lead to another tool (:func:`passing_test`). [] elsewhere."""
         asked, constraint = self.open_in[b], self.constraints[b]
         out = self.out[b]
-        if not self.enum_bias or allowed is None or asked is None or not out or out[0] != START_CALL_ID:
+        if allowed is None or asked is None or not out or out[0] != START_CALL_ID:
             return []
-        unsaid = unsaid_enum(constraint.tools, asked, self.decode(out))  # type: ignore[misc]
-        if unsaid is None:
-            return []
-        return enum_passing(allowed, unsaid, self.token_text, self.decode)[1]  # type: ignore[arg-type]
+        said = None
+        weighed = []
+        for kind, bias in self.weights.items():
+            if bias:
+                said = self.decode(out) if said is None else said  # type: ignore[misc]
+                test = passing_test(kind, constraint.tools, asked, said)
+                if test is not None:
+                    skips = passing(allowed, test, self.token_text, self.decode,  # type: ignore[arg-type]
+                                    WEIGHED[kind])[1]
+                    if skips:
+                        weighed.append((bias, skips))
+        return weighed
 
     def choose(self, b: int, scores: _Scores, i: int) -> tuple[int, list[int]]:
         """Greedy's token at position ``i`` (under the grammar), and the tokens the grammar forces after it. At
         the first position, ``call_bias`` is added to the score of ``<start_function_call>`` (call or words);
         right after a ``<end_function_call>``, ``next_call_bias`` is (another call, or the end of the calls).
         Between the arguments of a call, ``enum_bias`` is taken from the tokens that would pass by an enum argument
-        the request states (:meth:`enum_skips`). Where the grammar allows at most the head's ``limit`` tokens, only
+        the request states, and in a tool's name ``tool_bias`` from those that lead away from the tools the request
+        asks for (:meth:`weighed`). Where the grammar allows at most the head's ``limit`` tokens, only
         their scores are computed: the same choice (masked tokens are never chosen), for a few dot products."""
         import torch
 
@@ -468,21 +497,22 @@ class _Greedy:
         sampling = self.sampling[b]
         with _region("grammar"):
             allowed = constraint.allowed([matcher], scores.vocab_size)[0] if constraint is not None else None
-            skips = self.enum_skips(b, allowed)
+            weighed = self.weighed(b, allowed)
         ids = None
         if allowed is not None and scores.restricted and int(allowed.sum()) <= scores.head.limit:  # type: ignore[union-attr]
             ids = allowed.nonzero()[:, 0]  # ascending: argmax breaks ties as the full argmax does
             logits = scores.rows(i, ids)
             if bias:
                 logits = logits + bias * (ids == START_CALL_ID).to(logits.dtype)
-            if skips:
-                logits = logits - self.enum_bias * torch.isin(ids, torch.tensor(skips)).to(logits.dtype)
+            for weight, skips in weighed:
+                logits = logits - weight * torch.isin(ids, torch.tensor(skips)).to(logits.dtype)
         else:
             logits = scores.full(i)
-            if bias or skips:
+            if bias or weighed:
                 logits = logits.clone()
                 logits[START_CALL_ID] += bias
-                logits[skips] -= self.enum_bias
+                for weight, skips in weighed:
+                    logits[skips] -= weight
             if allowed is not None:
                 logits = logits.masked_fill(~allowed, float("-inf"))
         pick = int(logits.argmax()) if sampling is None else _sample(logits, sampling)
@@ -563,6 +593,7 @@ def decode_greedy(
     decode: Callable[[list[int]], str] | None = None,
     open_in: Sequence[str | None] | None = None,
     enum_bias: float = 0.0,
+    tool_bias: float = 0.0,
 ) -> list[Decoded]:
     """Greedy decoding of each suffix after the shared prefix, all rows in one batch.
 
@@ -586,6 +617,9 @@ def decode_greedy(
     ``enum_bias`` (with a ``constraint`` and ``decode``): taken from the score of each token that would pass by an
     optional enum argument the request states and the call has not set (``constrain.unsaid_enum``): "show me the
     failed tasks" gets its ``status``. The same rows' ``open_in`` text is where the values are looked for.
+    ``tool_bias`` (the same): taken from the score of each token of a tool's name that leads away from the tools
+    the request asks for and no call has answered (``constrain.asked_tools``): "… and pull up the chat log of
+    session B" after a first call gets ``get_session_history``.
 
     ``max_new_tokens``: one limit, or one per row. ``sampling``: per row, ``None`` (greedy) or a
     :class:`Sampling`. ``on_tokens(row, tokens)``: called with each row's newly final tokens after every
@@ -606,7 +640,8 @@ def decode_greedy(
 
     B = len(suffixes)
     g = _Greedy(suffixes, stop_ids, max_new_tokens, constraint, speculate, sources, requests, call_bias,
-                next_call_bias, sampling, outputs if speculate else None, open_bias, decode, open_in, enum_bias)
+                next_call_bias, sampling, outputs if speculate else None, open_bias, decode, open_in, enum_bias,
+                tool_bias)
     reported = [0] * B
     calls, t_prefill = 0, None
     has_constraint = any(c is not None for c in g.constraints)

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from .calibrate import CALL_BIAS_HELP, ENUM_BIAS_HELP, NEXT_CALL_BIAS_HELP
+from .calibrate import CALL_BIAS_HELP, ENUM_BIAS_HELP, NEXT_CALL_BIAS_HELP, TOOL_BIAS_HELP
 from .config import ConfigError, atomic_write_text, config_dict, print_config
 from .data import Example, json_record, jsonl_lines, read_examples
 from .errors import DataError
@@ -150,6 +150,7 @@ class EvaluateConfig:
     call_bias: float | None = field(default=None, metadata={"help": CALL_BIAS_HELP})
     next_call_bias: float | None = field(default=None, metadata={"help": NEXT_CALL_BIAS_HELP})
     enum_bias: float | None = field(default=None, metadata={"help": ENUM_BIAS_HELP})
+    tool_bias: float | None = field(default=None, metadata={"help": TOOL_BIAS_HELP})
     max_examples: int | None = field(default=None, metadata={"help": "score only the first N gold examples"})
     batch_size: int = field(default=8, metadata={"help": "requests generated together (1 for honest per-example latency)"})
     max_new_tokens: int = field(default=MAX_NEW_TOKENS, metadata={"help": "generation limit per request"})
@@ -217,7 +218,8 @@ def _evaluate_model(cfg: EvaluateConfig, examples: list[Example], tools: list[di
         for decoding in cfg.decodings():
             predictor = Predictor.from_run(run, constrained=decoding != "unconstrained", grounded=decoding == "grounded",
                                            max_new_tokens=cfg.max_new_tokens, call_bias=cfg.call_bias,
-                                           next_call_bias=cfg.next_call_bias, enum_bias=cfg.enum_bias)
+                                           next_call_bias=cfg.next_call_bias, enum_bias=cfg.enum_bias,
+                                           tool_bias=cfg.tool_bias)
             name = f"{label} ({decoding})" if several else label
             preds, wall = generate(predictor, requests, cfg.batch_size, desc=name)
             unfinished = [any("max_new_tokens" in e for e in p.errors) for p in preds]
@@ -225,7 +227,7 @@ def _evaluate_model(cfg: EvaluateConfig, examples: list[Example], tools: list[di
             report["latency"] = latency_summary([p.timings for p in preds], wall, cfg.batch_size)
             report["meta"].update(model=str(model), decoding=decoding, call_bias=predictor.call_bias,
                                   next_call_bias=predictor.next_call_bias, open_bias=predictor.open_bias,
-                                  enum_bias=predictor.enum_bias)
+                                  enum_bias=predictor.enum_bias, tool_bias=predictor.tool_bias)
             reports[name] = report
             del predictor
         if cfg.compare_base and label != "base":

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from .calibrate import CALL_BIAS_HELP, ENUM_BIAS_HELP, NEXT_CALL_BIAS_HELP
+from .calibrate import CALL_BIAS_HELP, ENUM_BIAS_HELP, NEXT_CALL_BIAS_HELP, TOOL_BIAS_HELP
 from .config import ConfigError, print_config
 from .decoding import (  # noqa: F401  (part of this module's API)
     HEAD_LIMIT,
@@ -98,13 +98,14 @@ class Predictor:
         head_limit: int = HEAD_LIMIT,
         open_bias: float | None = None,
         enum_bias: float = 0.0,
+        tool_bias: float = 0.0,
     ):
         from .tokenizer import encode_segments, stop_token_ids
 
         self.head_limit = head_limit
         self.outputs = Outputs()  # earlier answers, drafted from (with speculate)
         self.call_bias, self.next_call_bias, self.open_bias = call_bias, next_call_bias, open_bias
-        self.enum_bias = enum_bias
+        self.enum_bias, self.tool_bias = enum_bias, tool_bias
         self.model = model
         self.tokenizer = tokenizer
         self.tools = list(tools)
@@ -140,6 +141,7 @@ class Predictor:
         next_call_bias: float | None = None,
         head_limit: int = HEAD_LIMIT,
         enum_bias: float | None = None,
+        tool_bias: float | None = None,
     ) -> "Predictor":
         """``model``: a training output directory (its base model with the LoRA merged in, its tokenizer, tools and
         developer text: ``rundir.load_run``), a model directory, a hub name, a ``.gguf`` or the offline preset.
@@ -151,25 +153,26 @@ class Predictor:
         ``None`` also applies the run's ``open_bias`` where it has one (given, it applies after every call).
         ``head_limit``: the output head only for the allowed tokens when at most this many (0: always whole).
         ``enum_bias`` (constrained): taken from tokens that pass by an enum argument the request states
-        (``decoding.decode_greedy``); ``None``: the run's calibrated value (0 for a plain model)."""
+        (``decoding.decode_greedy``); ``tool_bias`` (constrained): from tokens of a tool's name that lead away from
+        the tools the request asks for; ``None``: the run's calibrated value (0 for a plain model)."""
         from .rundir import load_run
 
         return cls.from_run(load_run(model, tools=tools, dtype=dtype, device=device), constrained, max_new_tokens,
-                            speculate, grounded, call_bias, next_call_bias, head_limit, enum_bias)
+                            speculate, grounded, call_bias, next_call_bias, head_limit, enum_bias, tool_bias)
 
     @classmethod
     def from_run(cls, run: Any, constrained: bool = True, max_new_tokens: int = MAX_NEW_TOKENS, speculate: int = 8,
                  grounded: bool = True, call_bias: float | None = None,
                  next_call_bias: float | None = None, head_limit: int = HEAD_LIMIT,
-                 enum_bias: float | None = None) -> "Predictor":
+                 enum_bias: float | None = None, tool_bias: float | None = None) -> "Predictor":
         """A predictor over an already loaded ``rundir.LoadedRun`` (several decodings share one loaded model).
-        ``call_bias``, ``next_call_bias``, ``enum_bias`` ``None``: the run's calibrated biases (``open_bias``
-        included)."""
+        ``call_bias``, ``next_call_bias``, ``enum_bias``, ``tool_bias`` ``None``: the run's calibrated biases
+        (``open_bias`` included)."""
         from .calibrate import run_biases
 
-        call_bias, next_call_bias, open_bias, enum_bias = run_biases(run.info, call_bias, next_call_bias, enum_bias)
+        b = run_biases(run.info, call_bias, next_call_bias, enum_bias, tool_bias)
         return cls(run.model, run.tokenizer, run.tools, run.developer, constrained, max_new_tokens, run.base_model,
-                   speculate, grounded, call_bias, next_call_bias, head_limit, open_bias, enum_bias)
+                   speculate, grounded, b.call, b.next_call, head_limit, b.open, b.enum, b.tool)
 
     def encode(self, request: str) -> list[int]:
         """The full prompt's ids for ``request`` (what the uncached path would feed the model)."""
@@ -221,7 +224,8 @@ class Predictor:
                 outputs=self.outputs,
                 open_bias=self.open_bias,
                 decode=lambda ids: decode(self.tokenizer, ids),
-                enum_bias=self.enum_bias,  # it weighs choices of the grammar: none without one
+                enum_bias=self.enum_bias,  # these two weigh choices of the grammar: none without one
+                tool_bias=self.tool_bias,
             )
             for i, d in zip(idx, decoded):
                 raw = decode(self.tokenizer, d.ids)
@@ -254,6 +258,7 @@ class ModelOptions:
     call_bias: float | None = field(default=None, metadata={"help": CALL_BIAS_HELP})
     next_call_bias: float | None = field(default=None, metadata={"help": NEXT_CALL_BIAS_HELP})
     enum_bias: float | None = field(default=None, metadata={"help": ENUM_BIAS_HELP})
+    tool_bias: float | None = field(default=None, metadata={"help": TOOL_BIAS_HELP})
     max_new_tokens: int = field(default=MAX_NEW_TOKENS, metadata={"help": "stop after this many new tokens"})
     speculate: int = field(
         default=8, metadata={"help": "draft tokens copied from the request, verified per forward (0: off; same output)"}
@@ -277,7 +282,7 @@ class ModelOptions:
     def load_predictor(self) -> "Predictor":
         return Predictor.load(self.model_path, self.tools, self.device, self.dtype, self.constrained,
                               self.max_new_tokens, self.speculate, self.grounded, self.call_bias, self.next_call_bias,
-                              self.head_limit, self.enum_bias)
+                              self.head_limit, self.enum_bias, self.tool_bias)
 
 
 @dataclass

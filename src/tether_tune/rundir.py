@@ -71,6 +71,8 @@ class RunInfo:
     next_call_calibration: dict[str, Any] = field(default_factory=dict)  # how next_call_bias was chosen
     enum_bias: float | None = None  # taken from tokens that pass by an enum argument the request states (calibrate.py)
     enum_calibration: dict[str, Any] = field(default_factory=dict)  # how enum_bias was chosen
+    tool_bias: float | None = None  # taken from tool-name tokens that lead away from the tools asked for (calibrate.py)
+    tool_calibration: dict[str, Any] = field(default_factory=dict)  # how tool_bias was chosen
     extra: dict[str, Any] = field(default_factory=dict)  # keys this version does not know, kept as they were
 
     def to_dict(self) -> dict[str, Any]:

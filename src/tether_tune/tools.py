@@ -182,19 +182,23 @@ ENUM_SYNONYMS: dict[str, tuple[str, ...]] = {
 #: What people say when they ask for each CodeTether tool, one regular expression per tool, matched on a clause of
 #: the request, lower-cased (``constrain.unspent_cues``: after a call, a clause that still asks for a tool no call
 #: has answered means another call is due: "cancel A and tell the build-bot it is off"). Not a classifier: a cue
-#: only weighs the calibrated decision between another call and the end of the calls.
+#: only weighs two calibrated decisions, between another call and the end of the calls, and at a call's tool name
+#: between the tools asked for and the others (``constrain.asked_tools``). A playback style's words ("gist",
+#: "word for word") ask for playback_session.
 TOOL_CUES: dict[str, str] = {
     "send_message": (r"\b(?:tell(?! me\b)|dm|ping|notify|ask(?! for\b)|send(?! me\b)|send_message"
                      r"|let (?!me\b)\S+ know)\b"),
     "create_task": (r"\b(?:create|new task|new one|add a task|make a task|open a task|file a task|spin up|queue up"
                     r"|create_task)\b|\btask:"),
-    "cancel_task": r"\b(?:cancel|abort|kill|stop|call off|drop|cancel_task)\b",
+    "cancel_task": r"\b(?:cancel|abort|kill|stop|call (?:it |that |this )?off|drop|cancel_task)\b",
     "list_tasks": (r"\blist(?:_tasks)?\b(?! (?:of |the |all )?(?:the )?(?:available )?agents)"
                    r"|\ball (?:the |my )?tasks\b"
                    r"|\b(?:pending|queued|running|working|completed|done|finished|failed|cancell?ed|active) tasks\b"),
-    "get_task": r"\b(?:status (?:of|on|for)|details|where are we|how is|how's|check on|(?<!in )progress|get_task)\b",
+    "get_task": (r"\b(?:status (?:of|on|for)|details|where are we|how is|how's|check on|check (?:up on )?(?:the )?task"
+                 r"|(?<!in )progress|done yet|get_task)\b"),
     "get_session_history": r"\b(?:history|conversation|chat log|log of|logs? for|get_session_history)\b",
-    "playback_session": r"\b(?:replay|play back|playback|recap|summari[sz]e|playback_session)\b",
+    "playback_session": (r"\b(?:replay|play back|playback|recap|summari[sz]e|summar(?:y|ies)|overview|gist"
+                         r"|short version|tl;?dr|verbatim|word[- ]for[- ]word|playback_session)\b"),
     "discover_agents": r"\b(?:agents|discover_agents)\b",
 }
 

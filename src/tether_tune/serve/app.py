@@ -24,7 +24,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException
 
-from ..calibrate import CALL_BIAS_HELP, ENUM_BIAS_HELP, NEXT_CALL_BIAS_HELP
+from ..calibrate import CALL_BIAS_HELP, ENUM_BIAS_HELP, NEXT_CALL_BIAS_HELP, TOOL_BIAS_HELP
 from ..config import ConfigError, print_config
 from ..decoding import HEAD_LIMIT, HEAD_LIMIT_HELP
 from ..format import MAX_NEW_TOKENS
@@ -60,6 +60,7 @@ class ServeConfig:
     call_bias: float | None = field(default=None, metadata={"help": CALL_BIAS_HELP})
     next_call_bias: float | None = field(default=None, metadata={"help": NEXT_CALL_BIAS_HELP})
     enum_bias: float | None = field(default=None, metadata={"help": ENUM_BIAS_HELP})
+    tool_bias: float | None = field(default=None, metadata={"help": TOOL_BIAS_HELP})
     speculate: int = field(default=8, metadata={"help": "draft tokens copied from the request per forward (0: off)"})
     head_limit: int = field(default=HEAD_LIMIT, metadata={"help": HEAD_LIMIT_HELP})
     max_batch_size: int = field(default=8, metadata={"help": "requests decoded together at most"})
@@ -349,7 +350,7 @@ def run_serve(cfg: ServeConfig) -> int:
     run = load_run(cfg.model_path, tools=cfg.tools, dtype=cfg.dtype, device=cfg.device)
     engine = Engine(run, cfg.constrained, cfg.grounded, cfg.speculate, cfg.max_batch_size, cfg.batch_wait_ms / 1000,
                     cfg.max_queue, cfg.cache_size, cfg.call_bias, cfg.next_call_bias, head_limit=cfg.head_limit,
-                    enum_bias=cfg.enum_bias)
+                    enum_bias=cfg.enum_bias, tool_bias=cfg.tool_bias)
     name = cfg.served_model_name or os.path.basename(os.path.normpath(cfg.model_path))
     app = create_app(engine, name, cfg.api_key, cfg.max_tokens_limit, cfg.default_max_tokens, cfg.max_body_bytes)
     log.info("serving %s as %r on http://%s:%d/v1", cfg.model_path, name, cfg.host, cfg.port)

@@ -98,13 +98,12 @@ class Engine:
                  max_batch: int = 8, batch_wait_s: float = 0.005, max_queue: int = 64, cache_size: int = 8,
                  call_bias: float | None = None, next_call_bias: float | None = None,
                  on_batch: Callable[[int], None] | None = None, head_limit: int = HEAD_LIMIT,
-                 enum_bias: float | None = None):
+                 enum_bias: float | None = None, tool_bias: float | None = None):
         from ..tokenizer import stop_token_ids
 
         self.model, self.tokenizer = run.model, run.tokenizer
         self.tools, self.developer = list(run.tools), run.developer
-        self.call_bias, self.next_call_bias, self.open_bias, self.enum_bias = run_biases(
-            run.info, call_bias, next_call_bias, enum_bias)
+        self.biases = run_biases(run.info, call_bias, next_call_bias, enum_bias, tool_bias)
         self.constrained, self.grounded, self.speculate = constrained, grounded, speculate
         self.head_limit = head_limit
         self.outputs = Outputs()  # earlier answers to draft from (all tool sets: drafts are verified)
@@ -270,8 +269,9 @@ class Engine:
                 self.model, prefix, [j.suffix for j in jobs], self.stop_ids, [j.max_new_tokens for j in jobs],
                 [j.constraint for j in jobs], self.pad_id, self.speculate,
                 [[t for t in j.suffix if t not in _CONTROL_IDS] for j in jobs], [j.ground for j in jobs],
-                self.call_bias, self.next_call_bias, [j.sampling for j in jobs], on_tokens, self.head_limit,
-                self.outputs, self.open_bias, self.decode_ids, [j.asked for j in jobs], self.enum_bias)
+                self.biases.call, self.biases.next_call, [j.sampling for j in jobs], on_tokens, self.head_limit,
+                self.outputs, self.biases.open, self.decode_ids, [j.asked for j in jobs], self.biases.enum,
+                self.biases.tool)
             seconds = time.perf_counter() - t0
             for job, d in zip(jobs, decoded):
                 raw = self.decode_ids(d.ids)
