@@ -314,6 +314,9 @@ def test_grounded_ids_have_the_shape_the_schema_gives(constraint: ToolCallConstr
                   Call("get_session_history", {"session_id": "04891101"})):
         assert not grounded_accepts(constraint, tok, req, calls(wrong)), wrong
         assert accepts(constraint, tok, calls(wrong))  # the plain grammar takes it
+    # list_tasks' codebase_id takes create_task's shape (its own schema gives none): never a task's UUID
+    assert not grounded_accepts(constraint, tok, req, calls(Call("list_tasks", {"codebase_id": UUID_A})))
+    assert grounded_accepts(constraint, tok, req, calls(Call("list_tasks", {"codebase_id": "04891101"})))
     # The request's only id is a codebase's: no call that needs a task id can be made.
     grammar = tool_call_grammar(predictor.tools, CONTROL_TOKEN_IDS, request="cancel the tasks of 04891101")
     assert "cancel_task" not in grammar and "get_task" not in grammar and "list_tasks" in grammar

@@ -9,7 +9,7 @@ import pytest
 
 from tether_tune.format import Call
 from tether_tune.parse import parse_calls
-from tether_tune.tools import ToolsError, check_tools, coerce_call, id_fits, load_tools, validate_call
+from tether_tune.tools import ToolsError, check_tools, coerce_call, id_fits, id_schema, load_tools, validate_call
 
 ROOT = Path(__file__).resolve().parents[1]
 REFERENCE = ROOT / "tests" / "fixtures" / "codetether_tools.reference.json"
@@ -139,6 +139,13 @@ def test_an_id_fits_the_shape_its_schema_declares(tools):
     assert not id_fits(UUID, {"type": "string", "pattern": "^T-[0-9]+$"})
     assert not id_fits("04891101", {"type": "string", "format": "uuid"})
     assert id_fits("anything-9", {"type": "string", "description": "Run id."})
+    # list_tasks' codebase_id declares no shape: it takes create_task's, the same key's (a task's UUID is no
+    # codebase); a key no tool shapes keeps its own schema
+    listed = props["list_tasks.codebase_id"]
+    assert id_fits(UUID, listed) and id_schema("codebase_id", listed, tools) is codebase
+    assert not id_fits(UUID, id_schema("codebase_id", listed, tools))
+    assert id_schema("run_id", {"type": "string"}, tools) == {"type": "string"}
+    assert id_schema("task_id", task, tools) is task
 
 
 def test_an_enum_value_is_stated_by_its_name_or_a_synonym_as_whole_words():

@@ -9,7 +9,7 @@ from typing import Any, Mapping, Sequence
 from .data import Example
 from .format import Call
 from .text import normalize_text, words as words_of
-from .tools import enum_stated, grounding_kind, id_fits, tool_map, validate_call
+from .tools import enum_stated, grounding_kind, id_fits, id_schema, tool_map, validate_call
 
 
 #: Numbers people write as words ("priority seven").
@@ -55,7 +55,7 @@ def grounding_problems(example: Example, tools: Sequence[Mapping[str, Any]]) -> 
                 elif kind == "id":
                     if value not in request:
                         problems.append(f"{where}: the id is not copied verbatim from the request")
-                    elif not id_fits(value, prop):
+                    elif not id_fits(value, id_schema(key, prop, tools)):
                         problems.append(f"{where}: not the shape the schema gives ({prop.get('description', '')!r})")
                 elif kind == "name":
                     if normalize_text(value) not in normalize_text(request):

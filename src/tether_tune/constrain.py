@@ -63,7 +63,7 @@ from .format import (
     START_CALL,
     START_RESPONSE,
 )
-from .tools import TOOL_CUES, UUID_PATTERN, enum_stated, grounding_kind, id_fits, tool_map
+from .tools import TOOL_CUES, UUID_PATTERN, enum_stated, grounding_kind, id_fits, id_schema, tool_map
 
 #: An integer range with at most this many values is written out value by value (exact bounds);
 #: a larger one is "digits" with the sign the minimum allows.
@@ -243,6 +243,7 @@ class _Grammar:
         self.names: set[str] = set()
         self.request = request  # None: not grounded
         self.span_used = False
+        self.tools: Sequence[Mapping[str, Any]] = []  # the tools being built (an id's shape: tools.id_schema)
 
     def rule(self, name: str, body: str) -> str:
         if name not in self.names:
@@ -277,7 +278,7 @@ class _Grammar:
         the request offers no candidate."""
         kind = grounding_kind(key, schema) if self.request is not None and key else None
         if kind is not None:
-            return self.grounded(kind, schema, name)
+            return self.grounded(kind, id_schema(key, schema, self.tools) if kind == "id" else schema, name)
         enum = schema.get("enum")
         ptype = str(schema.get("type", "")).lower()
         if enum:
@@ -356,6 +357,7 @@ class _Grammar:
         Raises :class:`_Unreachable` when a call is required and grounding leaves none possible."""
         t = self.tok
         alts = []
+        self.tools = tools
         if tool_choice != "none":
             for i, (tool_name, fn) in enumerate(tool_map(tools).items()):
                 if tool_choice not in ("auto", "required") and tool_name != tool_choice:

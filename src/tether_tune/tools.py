@@ -238,6 +238,26 @@ def id_fits(value: str, schema: Mapping[str, Any]) -> bool:
     return True
 
 
+def _declares_shape(schema: Mapping[str, Any]) -> bool:
+    described = str(schema.get("description", ""))
+    return bool(schema.get("pattern") or str(schema.get("format", "")).lower() == "uuid"
+                or re.search(r"\bUUIDs?\b|\b\d+ hex\b", described, re.I))
+
+
+def id_schema(key: str, schema: Mapping[str, Any], tools: Sequence[Mapping[str, Any]]) -> Mapping[str, Any]:
+    """The schema whose shape an id argument takes (:func:`id_fits`): its own, or where it declares none, that of
+    the first tool's argument of the same key that does. CodeTether's ``list_tasks`` says only "Only tasks of this
+    codebase." of the ``codebase_id`` that ``create_task`` declares "8 hex chars or global": one shape for a
+    codebase id in every tool, so a task's UUID is never a codebase to list."""
+    if _declares_shape(schema):
+        return schema
+    for fn in tool_map(tools).values():
+        other = ((fn.get("parameters") or {}).get("properties") or {}).get(key)
+        if isinstance(other, Mapping) and _declares_shape(other):
+            return other
+    return schema
+
+
 def validate_call(call: Call, tools: Sequence[Mapping[str, Any]]) -> list[str]:
     """Everything wrong with ``call`` against the schema; empty when it is a valid call."""
     fns = tool_map(tools)
