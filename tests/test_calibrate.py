@@ -15,6 +15,7 @@ from tether_tune.calibrate import (
     START_RESPONSE_ID,
     call_margins,
     choose_call_bias,
+    choose_call_biases,
     choose_next_call_biases,
     gold_margins,
     Biases,
@@ -87,6 +88,27 @@ def test_the_bias_keeps_words_answers_at_least_90_percent_right():
     assert 1 < bias < 2 and stats["after"]["words_precision"] == pytest.approx(1 / 3)
     # the middle rule keeps the floor too: the run past the last crossing (+1), halfway to the limit
     assert choose_call_bias(margins, is_call, min_words_precision=0.9)[0] == pytest.approx(5.5)
+
+
+def test_requests_that_ask_for_something_get_their_own_call_bias():
+    """Requests with an id or a tool's words (open) are calls due at margins -1.3..-0.4, with one words request at
+    -3; the others are words due at -0.4..-0.1, with one call at 2. One bias cannot serve both sides (the open calls
+    need +1.3, the others' words need less than +0.1); one per side gets all right but none. With too few on one
+    side, one bias for all."""
+    n = MIN_OPEN_DECISIONS
+    open_m, open_c = [-1.3 + 0.1 * i for i in range(n - 1)] + [-3.0], [True] * (n - 1) + [False]
+    rest_m, rest_c = [-0.4 + 0.03 * i for i in range(n)] + [2.0], [False] * n + [True]
+    margins, is_call = open_m + rest_m, open_c + rest_c
+    open_ = [True] * n + [False] * (n + 1)
+    one, one_stats = choose_call_bias(margins, is_call, min_words_precision=0.9)
+    bias, open_bias, stats = choose_call_biases(margins, is_call, open_)
+    assert open_bias is not None and open_bias > 1.3 and bias < 0.1
+    assert stats["after"]["right"] == len(margins) > one_stats["after"]["right"]
+    assert stats["open"]["bias"] == open_bias and stats["nothing_open"]["bias"] == bias
+    assert stats["before"] == one_stats["before"] and stats["after"]["words_precision"] == 1.0
+    few = choose_call_biases(margins[: n - 1] + rest_m, is_call[: n - 1] + rest_c, open_[: n - 1] + open_[n:])
+    assert few[1] is None and few[0] == choose_call_bias(margins[: n - 1] + rest_m, is_call[: n - 1] + rest_c,
+                                                         min_words_precision=0.9)[0]
 
 
 @pytest.fixture(scope="module")
@@ -305,14 +327,15 @@ def test_run_biases_are_the_given_ones_else_the_runs():
     (the run's open_bias is not used); a plain model (no run info) gets 0 and no open_bias."""
     from tether_tune.rundir import RunInfo
 
-    info = RunInfo(base_model="m", call_bias=-1.5, next_call_bias=0.6, open_bias=2.2, enum_bias=4.0, tool_bias=3.0)
-    assert run_biases(info) == Biases(call=-1.5, next_call=0.6, open=2.2, enum=4.0, tool=3.0)
-    assert run_biases(info, call_bias=0.0) == (0.0, 0.6, 2.2, 4.0, 3.0)
-    assert run_biases(info, next_call_bias=0.0) == (-1.5, 0.0, None, 4.0, 3.0)
-    assert run_biases(info, enum_bias=0.0) == (-1.5, 0.6, 2.2, 0.0, 3.0)
-    assert run_biases(info, tool_bias=0.0) == (-1.5, 0.6, 2.2, 4.0, 0.0)
+    info = RunInfo(base_model="m", call_bias=-1.5, next_call_bias=0.6, open_bias=2.2, enum_bias=4.0, tool_bias=3.0,
+                   call_open_bias=0.5)
+    assert run_biases(info) == Biases(call=-1.5, next_call=0.6, open=2.2, enum=4.0, tool=3.0, call_open=0.5)
+    assert run_biases(info, call_bias=0.0) == (0.0, 0.6, 2.2, 4.0, 3.0, None)  # a given call bias: every request
+    assert run_biases(info, next_call_bias=0.0) == (-1.5, 0.0, None, 4.0, 3.0, 0.5)
+    assert run_biases(info, enum_bias=0.0) == (-1.5, 0.6, 2.2, 0.0, 3.0, 0.5)
+    assert run_biases(info, tool_bias=0.0) == (-1.5, 0.6, 2.2, 4.0, 0.0, 0.5)
     assert run_biases(RunInfo(base_model="m")) == Biases()
-    assert run_biases(None, 1.0) == (1.0, 0.0, None, 0.0, 0.0)
+    assert run_biases(None, 1.0) == (1.0, 0.0, None, 0.0, 0.0, None)
 
 
 def test_repeated_call_finds_a_call_made_twice_token_for_token():
@@ -533,3 +556,20 @@ def test_the_tool_bias_calls_the_tool_the_request_asks_for(predictor: Predictor,
     assert named == all(m > 0 for m in margins)  # greedy keeps to the gold name while every margin is above 0
     assert run(f"{SESSION}?", 30.0) == run(f"{SESSION}?", 0.0)
 
+
+def test_the_open_call_bias_applies_where_the_request_asks_for_something(predictor: Predictor):
+    """call_bias -50 answers every request in words; call_open_bias +50 makes a call where the request gives an id
+    or asks for a tool by its words ("cancel task …", "list the failed tasks") and leaves the others in words."""
+    from tether_tune.tokenizer import decode
+
+    def first(request: str, call_open_bias: float | None) -> bool:
+        suffix = predictor.suffix(request)
+        (d,) = decode_greedy(predictor.model, predictor.prefix, [suffix], predictor.stop_ids, 4, predictor.constraint,
+                             predictor.pad_id, 0, [suffix], [request], -50.0, 0.0, call_open_bias=call_open_bias,
+                             decode=lambda ids: decode(predictor.tokenizer, ids))
+        return d.ids[0] == START_CALL_ID
+
+    asking, not_asking = [REQUESTS[0], REQUESTS[2]], [REQUESTS[1], REQUESTS[3]]
+    assert all(left_open(r, "") for r in asking) and not any(left_open(r, "") for r in not_asking)
+    assert [first(r, 50.0) for r in asking + not_asking] == [True, True, False, False]
+    assert not any(first(r, None) for r in asking + not_asking)

@@ -46,8 +46,9 @@ from .decoding import END_CALL_ID, START_CALL_ID, START_RESPONSE_ID, first_token
 
 #: ``--call_bias`` and ``--next_call_bias`` of ``tether-tune predict`` and ``evaluate``.
 CALL_BIAS_HELP = ("added to the call token's score at the first answer token, the calibrated choice between a call "
-                  "and words (tether-tune calibrate); default: the run's calibrated value (run_info.json), 0 for a "
-                  "plain model; 0 turns calibration off")
+                  "and words (tether-tune calibrate); default: the run's calibrated values (one where the request "
+                  "asks for something by an id or a tool's words, one otherwise), 0 for a plain model; given, it "
+                  "applies to every request; 0 turns calibration off")
 NEXT_CALL_BIAS_HELP = ("added to the call token's score right after each call: the calibrated choice between another "
                        "call and the end of the calls; default: the run's calibrated values (one while the request "
                        "asks for something no call has answered, one otherwise), 0 for a plain model; given, it "
@@ -65,7 +66,8 @@ TOOL_BIAS_HELP = ("taken from the score of each token of a tool's name that lead
 
 
 class Biases(NamedTuple):
-    """The calibrated biases decoding applies (``decoding.decode_greedy``): at the first answer token (``call``),
+    """The calibrated biases decoding applies (``decoding.decode_greedy``): at the first answer token (``call``;
+    ``call_open`` instead where the request asks for something by an id or a tool's words, or ``None``),
     after a call (``next_call``; ``open`` instead while the request asks for something no call has answered, or
     ``None``), and the weighed choices of the grammar (``enum``, ``tool``)."""
 
@@ -74,20 +76,22 @@ class Biases(NamedTuple):
     open: float | None = None
     enum: float = 0.0
     tool: float = 0.0
+    call_open: float | None = None
 
 
 def run_biases(info: Any, call_bias: float | None = None, next_call_bias: float | None = None,
                enum_bias: float | None = None, tool_bias: float | None = None) -> Biases:
     """The biases for decoding a run: the ones given, else the run's calibrated ones (``info``: its
     ``rundir.RunInfo``, or None for a plain model: 0). A given ``next_call_bias`` applies after every call, so the
-    run's ``open_bias`` is then not used."""
+    run's ``open_bias`` is then not used; a given ``call_bias`` applies to every request (no ``call_open``)."""
     def given(value: float | None, name: str) -> float:
         return value if value is not None else (getattr(info, name) if info is not None else None) or 0.0
 
     call, enum, tool = given(call_bias, "call_bias"), given(enum_bias, "enum_bias"), given(tool_bias, "tool_bias")
+    call_open = info.call_open_bias if info is not None and call_bias is None else None
     if next_call_bias is not None or info is None:
-        return Biases(call, next_call_bias or 0.0, None, enum, tool)
-    return Biases(call, info.next_call_bias or 0.0, info.open_bias, enum, tool)
+        return Biases(call, next_call_bias or 0.0, None, enum, tool, call_open)
+    return Biases(call, info.next_call_bias or 0.0, info.open_bias, enum, tool, call_open)
 
 
 def call_margins(predictor: Any, requests: Sequence[str], batch_size: int = 8) -> list[float | None]:
@@ -251,13 +255,7 @@ def choose_call_bias(margins: Sequence[float | None], is_call: Sequence[bool], l
         best = max(feasible, key=right) if feasible else max(ordered, key=lambda b: (precision[b], right(b)))
 
     def counts(b: float) -> dict[str, Any]:
-        calls = [(m + b > 0) for m, _ in pairs]
-        return {
-            "right": right(b),
-            "calls_on_call_requests": sum(d and c for d, (_, c) in zip(calls, pairs)),
-            "words_on_words_requests": sum((not d) and (not c) for d, (_, c) in zip(calls, pairs)),
-            "words_precision": words_precision(b),
-        }
+        return _call_counts(margins, is_call, [b] * len(margins))
 
     n_call = sum(c for _, c in pairs)
     stats = {"examples": len(pairs), "call_requests": n_call, "words_requests": len(pairs) - n_call,
@@ -266,10 +264,49 @@ def choose_call_bias(margins: Sequence[float | None], is_call: Sequence[bool], l
     return best, stats
 
 
-def calibrate(predictor: Any, examples: Sequence[Example], batch_size: int = 8) -> tuple[float, dict[str, Any]]:
-    """The call bias for ``predictor`` chosen on ``examples`` (their gold: a call or words)."""
+def _call_counts(margins: Sequence[float | None], is_call: Sequence[bool], biases: Sequence[float]) -> dict[str, Any]:
+    """The call-or-words decisions at one bias per request (call iff margin + bias > 0): how many are right, of
+    each kind, among the requests where a call is possible, and the share of words answers that are right (where no
+    call is possible, margin ``None``, the answer is words at every bias)."""
+    rows = [(m + b > 0, c) for m, c, b in zip(margins, is_call, biases) if m is not None]
+    words = [c for d, c in rows if not d] + [c for m, c in zip(margins, is_call) if m is None]
+    return {"right": sum(d == c for d, c in rows),
+            "calls_on_call_requests": sum(d and c for d, c in rows),
+            "words_on_words_requests": sum(not d and not c for d, c in rows),
+            "words_precision": sum(not c for c in words) / len(words) if words else None}
+
+
+def choose_call_biases(margins: Sequence[float | None], is_call: Sequence[bool],
+                       open_: Sequence[bool]) -> tuple[float, float | None, dict[str, Any]]:
+    """``(call_bias, call_open_bias, stats)``: the call-or-words decision split like the one after a call — requests
+    that ask for something by an id or a tool's words (``constrain.left_open`` before any call; ``call_open_bias``)
+    and the others (``call_bias``) — each side's bias by :func:`choose_call_bias` with the words-precision floor.
+    With fewer than ``MIN_OPEN_DECISIONS`` requests on either side, one bias for all and ``call_open_bias`` None."""
+    sides = {flag: [(m, c) for m, c, o in zip(margins, is_call, open_) if o == flag] for flag in (True, False)}
+    if min(len(sides[True]), len(sides[False])) < MIN_OPEN_DECISIONS:
+        bias, stats = choose_call_bias(margins, is_call, min_words_precision=MIN_WORDS_PRECISION)
+        return bias, None, stats
+    each = {name: choose_call_bias([m for m, _ in sides[flag]], [c for _, c in sides[flag]],
+                                   min_words_precision=MIN_WORDS_PRECISION)
+            for name, flag in (("open", True), ("nothing_open", False))}
+    per_request = [each["open"][0] if o else each["nothing_open"][0] for o in open_]
+    n_call = sum(c for m, c in zip(margins, is_call) if m is not None)
+    n = sum(m is not None for m in margins)
+    stats = {"examples": n, "call_requests": n_call, "words_requests": n - n_call,
+             "no_call_possible": len(margins) - n, "min_words_precision": MIN_WORDS_PRECISION,
+             "before": _call_counts(margins, is_call, [0.0] * len(margins)),
+             "after": _call_counts(margins, is_call, per_request),
+             **{name: {"bias": b, **st} for name, (b, st) in each.items()}}
+    return each["nothing_open"][0], each["open"][0], stats
+
+
+def calibrate(predictor: Any, examples: Sequence[Example],
+              batch_size: int = 8) -> tuple[float, float | None, dict[str, Any]]:
+    """The call biases for ``predictor`` chosen on ``examples`` (their gold: a call or words):
+    ``(call_bias, call_open_bias, stats)`` (:func:`choose_call_biases`)."""
     margins = call_margins(predictor, [ex.request for ex in examples], batch_size)
-    return choose_call_bias(margins, [bool(ex.calls) for ex in examples], min_words_precision=MIN_WORDS_PRECISION)
+    return choose_call_biases(margins, [bool(ex.calls) for ex in examples],
+                              [left_open(ex.request, "") for ex in examples])
 
 
 def passing_margins(predictor: Any, examples: Sequence[Example], kinds: Sequence[str] = ("enum", "tool"),
@@ -341,8 +378,9 @@ def calibrate_run_info(info: Any, predictor: Any, examples: Sequence[Example], v
     """Calibrate every decision and record the biases and how they were chosen in ``info`` (a
     ``rundir.RunInfo``), with the files the examples came from; returns lines saying what changed."""
     val_file = " + ".join(str(f) for f in val_files)
-    bias, stats = calibrate(predictor, examples, batch_size)
-    info.call_bias, info.call_calibration = bias, {**stats, "val_file": val_file}
+    bias, call_open_bias, stats = calibrate(predictor, examples, batch_size)
+    info.call_bias, info.call_open_bias = bias, call_open_bias
+    info.call_calibration = {**stats, "val_file": val_file}
     gold = gold_margins(predictor, examples, ("next_call", "enum", "tool"), batch_size)  # one forward for the three
     more, open_bias, more_stats = choose_next_call_biases(*gold["next_call"])
     info.next_call_bias, info.open_bias = more, open_bias
@@ -354,7 +392,10 @@ def calibrate_run_info(info: Any, predictor: Any, examples: Sequence[Example], v
     opened = ("" if open_bias is None else
               f" ({open_bias:+.3f} while the request asks for something no call has answered: "
               f"{more_stats['open']['decisions']} of them)")
-    return (f"call-or-words bias {bias:+.3f}: {stats['before']['right']} -> {stats['after']['right']} of "
+    call_opened = ("" if call_open_bias is None else
+                   f" ({call_open_bias:+.3f} where the request asks for something: an id or a tool by its words, "
+                   f"{stats['open']['examples']} of them)")
+    return (f"call-or-words bias {bias:+.3f}{call_opened}: {stats['before']['right']} -> {stats['after']['right']} of "
             f"{stats['examples']} decisions right on {val_file} (words answers right: "
             f"{'none given' if precision is None else f'{precision:.1%}'}; floor {MIN_WORDS_PRECISION:.0%})\n"
             f"another-call-or-end bias {more:+.3f}{opened}: {more_stats['before']['right']} -> "

@@ -394,10 +394,11 @@ class _Greedy:
                  requests: Sequence[str] | None = None, call_bias: float = 0.0, next_call_bias: float = 0.0,
                  sampling: Sequence[Sampling | None] | None = None, outputs: Outputs | None = None,
                  open_bias: float | None = None, decode: Callable[[list[int]], str] | None = None,
-                 open_in: Sequence[str | None] | None = None, enum_bias: float = 0.0, tool_bias: float = 0.0):
+                 open_in: Sequence[str | None] | None = None, enum_bias: float = 0.0, tool_bias: float = 0.0,
+                 call_open_bias: float | None = None):
         B = len(suffixes)
         self.outputs = outputs
-        self.call_bias, self.next_call_bias = call_bias, next_call_bias
+        self.call_bias, self.next_call_bias, self.call_open_bias = call_bias, next_call_bias, call_open_bias
         if open_bias is not None and decode is None:
             raise ValueError("open_bias needs decode (the tokens said so far, as text)")
         self.open_bias, self.decode = open_bias, decode
@@ -450,6 +451,15 @@ class _Greedy:
             return len(out)
         return max((i + 1 for i, t in enumerate(out) if t == END_CALL_ID), default=0)
 
+    def first_bias(self, b: int) -> float:
+        """The bias on a call at the first answer token: ``call_open_bias`` where the request asks for something by
+        an id or a tool's words (``constrain.left_open`` before any call), ``call_bias`` otherwise (and always,
+        without the former)."""
+        asked = self.open_in[b]
+        if self.call_open_bias is not None and asked is not None and left_open(asked, ""):
+            return self.call_open_bias
+        return self.call_bias
+
     def after_call_bias(self, b: int) -> float:
         """The bias on another call right after one: ``open_bias`` while the request still asks for something no
         call has answered (``constrain.left_open``: an id no call has used, or a tool asked for in more clauses than
@@ -492,7 +502,8 @@ class _Greedy:
         their scores are computed: the same choice (masked tokens are never chosen), for a few dot products."""
         import torch
 
-        bias = self.call_bias if not self.out[b] else self.after_call_bias(b) if self.out[b][-1] == END_CALL_ID else 0.0
+        out = self.out[b]
+        bias = self.first_bias(b) if not out else self.after_call_bias(b) if out[-1] == END_CALL_ID else 0.0
         constraint, matcher = self.constraints[b], self.matchers[b]
         sampling = self.sampling[b]
         with _region("grammar"):
@@ -594,6 +605,7 @@ def decode_greedy(
     open_in: Sequence[str | None] | None = None,
     enum_bias: float = 0.0,
     tool_bias: float = 0.0,
+    call_open_bias: float | None = None,
 ) -> list[Decoded]:
     """Greedy decoding of each suffix after the shared prefix, all rows in one batch.
 
@@ -608,7 +620,9 @@ def decode_greedy(
     ``requests``: the request text of each row, for a grounded ``constraint`` (its grammar is built per request).
 
     ``call_bias``: added to the score of ``<start_function_call>`` at the first position only: the calibrated
-    decision between a call and words (``calibrate.py``); 0 is plain greedy. ``next_call_bias``: the same, right
+    decision between a call and words (``calibrate.py``); 0 is plain greedy. ``call_open_bias`` (with ``requests``):
+    used there instead where the request asks for something by an id or a tool's words (``constrain.left_open``
+    before any call); ``None``: ``call_bias`` for every request. ``next_call_bias``: the same, right
     after each ``<end_function_call>`` (another call, or ``<start_function_response>``). ``open_bias`` (with
     ``requests`` and ``decode``, the row's tokens as text): used there instead while the request asks for something
     no call has answered yet (``constrain.left_open``); ``None``: ``next_call_bias`` after every call. ``open_in``: per
@@ -641,7 +655,7 @@ def decode_greedy(
     B = len(suffixes)
     g = _Greedy(suffixes, stop_ids, max_new_tokens, constraint, speculate, sources, requests, call_bias,
                 next_call_bias, sampling, outputs if speculate else None, open_bias, decode, open_in, enum_bias,
-                tool_bias)
+                tool_bias, call_open_bias)
     reported = [0] * B
     calls, t_prefill = 0, None
     has_constraint = any(c is not None for c in g.constraints)

@@ -227,7 +227,8 @@ def _evaluate_model(cfg: EvaluateConfig, examples: list[Example], tools: list[di
             report["latency"] = latency_summary([p.timings for p in preds], wall, cfg.batch_size)
             report["meta"].update(model=str(model), decoding=decoding, call_bias=predictor.call_bias,
                                   next_call_bias=predictor.next_call_bias, open_bias=predictor.open_bias,
-                                  enum_bias=predictor.enum_bias, tool_bias=predictor.tool_bias)
+                                  enum_bias=predictor.enum_bias, tool_bias=predictor.tool_bias,
+                                  call_open_bias=predictor.call_open_bias)
             reports[name] = report
             del predictor
         if cfg.compare_base and label != "base":

@@ -99,13 +99,14 @@ class Predictor:
         open_bias: float | None = None,
         enum_bias: float = 0.0,
         tool_bias: float = 0.0,
+        call_open_bias: float | None = None,
     ):
         from .tokenizer import encode_segments, stop_token_ids
 
         self.head_limit = head_limit
         self.outputs = Outputs()  # earlier answers, drafted from (with speculate)
         self.call_bias, self.next_call_bias, self.open_bias = call_bias, next_call_bias, open_bias
-        self.enum_bias, self.tool_bias = enum_bias, tool_bias
+        self.enum_bias, self.tool_bias, self.call_open_bias = enum_bias, tool_bias, call_open_bias
         self.model = model
         self.tokenizer = tokenizer
         self.tools = list(tools)
@@ -172,7 +173,7 @@ class Predictor:
 
         b = run_biases(run.info, call_bias, next_call_bias, enum_bias, tool_bias)
         return cls(run.model, run.tokenizer, run.tools, run.developer, constrained, max_new_tokens, run.base_model,
-                   speculate, grounded, b.call, b.next_call, head_limit, b.open, b.enum, b.tool)
+                   speculate, grounded, b.call, b.next_call, head_limit, b.open, b.enum, b.tool, b.call_open)
 
     def encode(self, request: str) -> list[int]:
         """The full prompt's ids for ``request`` (what the uncached path would feed the model)."""
@@ -226,6 +227,7 @@ class Predictor:
                 decode=lambda ids: decode(self.tokenizer, ids),
                 enum_bias=self.enum_bias,  # these two weigh choices of the grammar: none without one
                 tool_bias=self.tool_bias,
+                call_open_bias=self.call_open_bias,
             )
             for i, d in zip(idx, decoded):
                 raw = decode(self.tokenizer, d.ids)

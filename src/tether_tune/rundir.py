@@ -65,6 +65,7 @@ class RunInfo:
     interrupted_at_step: int | None = None
     world_size: int = 1
     call_bias: float | None = None  # added to <start_function_call>'s first-token score (calibrate.py)
+    call_open_bias: float | None = None  # used instead where the request asks for something (calibrate.py)
     call_calibration: dict[str, Any] = field(default_factory=dict)  # how call_bias was chosen
     next_call_bias: float | None = None  # added to <start_function_call>'s score after each call (calibrate.py)
     open_bias: float | None = None  # used instead while the request asks for what no call has answered (calibrate.py)
