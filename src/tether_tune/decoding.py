@@ -494,7 +494,8 @@ class _Greedy:
 
     def choose(self, b: int, scores: _Scores, i: int) -> tuple[int, list[int]]:
         """Greedy's token at position ``i`` (under the grammar), and the tokens the grammar forces after it. At
-        the first position, ``call_bias`` is added to the score of ``<start_function_call>`` (call or words);
+        the first position, ``call_bias`` (or ``call_open_bias``: :meth:`first_bias`) is added to the score of
+        ``<start_function_call>`` (call or words);
         right after a ``<end_function_call>``, ``next_call_bias`` is (another call, or the end of the calls).
         Between the arguments of a call, ``enum_bias`` is taken from the tokens that would pass by an enum argument
         the request states, and in a tool's name ``tool_bias`` from those that lead away from the tools the request
