@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Callable, Sequence
 
 import pytest
 import torch
@@ -426,34 +427,49 @@ def _said(predictor: Predictor, ex: Example) -> list[int]:
     return [t for t, y in zip(enc.input_ids, enc.labels) if y != IGNORE_INDEX]
 
 
-def test_enum_margin_is_the_best_kept_minus_the_best_passed_by_at_each_decision(predictor: Predictor):
-    """Teacher-forced, under the grounded grammar: list_tasks for "failed" decides after its name ('{' keeps the
-    status possible, '{}' passes it by); with a codebase first, after the codebase's value (',' or '}'); a
-    create_task for "fix the build" decides at '{' (agent_type, or a later key: the gold passes it by). Each margin
-    is the best allowed keeping token minus the best allowed passing one, read from one plain forward."""
-    from tether_tune.constrain import skips_enum, unsaid_enum
+def _direct_margins(predictor: Predictor, examples: Sequence[Example],
+                    test_at: Callable[[str, str], Callable[[str], bool] | None]) -> list[float]:
+    """A weighed choice's margins read from one plain forward per gold answer (no cache, no batching): wherever
+    ``test_at(request, said)`` gives a test of a token's text, the best allowed token it keeps minus the best
+    allowed token it passes by."""
     from tether_tune.tokenizer import decode
 
-    examples = [FAILED, FAILED_IN, BUILD, Example("hi", text="Hello!"), TWO]
-    margins, keeps = enum_margins(predictor, examples)
-    assert keeps == [True, True, True, False]  # FAILED once, FAILED_IN twice, BUILD passes agent_type by
     direct = []
-    for ex in (FAILED, FAILED_IN, BUILD):
+    for ex in examples:
         said = _said(predictor, ex)
         prompt = predictor.encode(ex.request)
         with torch.no_grad():
             logits = predictor.model(torch.tensor([prompt + said])).logits[0].float()
         matcher = predictor.constraint.matcher(ex.request)
         for i, tok in enumerate(said):
-            unsaid = unsaid_enum(predictor.tools, ex.request, decode(predictor.tokenizer, said[:i])) if i else None
-            if unsaid is not None:
+            test = test_at(ex.request, decode(predictor.tokenizer, said[:i])) if i else None
+            if test is not None:
                 ids = predictor.constraint.allowed([matcher], logits.shape[-1])[0].nonzero()[:, 0].tolist()
-                skip = [t for t in ids if skips_enum(decode(predictor.tokenizer, [t]), *unsaid)]
+                skip = [t for t in ids if test(decode(predictor.tokenizer, [t]))]
                 stay = [t for t in ids if t not in skip]
                 if skip and stay:
                     row = logits[len(prompt) + i - 1]
                     direct.append(float(row[stay].max() - row[skip].max()))
             assert matcher.consume_token(tok)
+    return direct
+
+
+def test_enum_margin_is_the_best_kept_minus_the_best_passed_by_at_each_decision(predictor: Predictor):
+    """Teacher-forced, under the grounded grammar: list_tasks for "failed" decides after its name ('{' keeps the
+    status possible, '{}' passes it by); with a codebase first, after the codebase's value (',' or '}'); a
+    create_task for "fix the build" decides at '{' (agent_type, or a later key: the gold passes it by). Each margin
+    is the best allowed keeping token minus the best allowed passing one, read from one plain forward."""
+    from tether_tune.constrain import skips_enum, unsaid_enum
+
+    examples = [FAILED, FAILED_IN, BUILD, Example("hi", text="Hello!"), TWO]
+    margins, keeps = enum_margins(predictor, examples)
+    assert keeps == [True, True, True, False]  # FAILED once, FAILED_IN twice, BUILD passes agent_type by
+
+    def unsaid(request: str, said: str) -> Callable[[str], bool] | None:
+        found = unsaid_enum(predictor.tools, request, said)
+        return None if found is None else lambda text: skips_enum(text, *found)
+
+    direct = _direct_margins(predictor, (FAILED, FAILED_IN, BUILD), unsaid)
     assert margins == pytest.approx(direct, abs=1e-3)
     assert enum_margins(predictor, [Example("list the tasks", [Call("list_tasks", {})])]) == ([], [])
 
@@ -504,8 +520,7 @@ def test_tool_margins_are_measured_at_the_name_of_each_call_the_request_asks_for
     """One pass measures both weighed choices; at each token of a tool's name while a tool is asked for, the
     margin is the best token toward an asked tool minus the best away from it (the tiny model's scores, read from
     one plain forward), and the gold keeps to it. A request that asks for no tool by its words has none."""
-    from tether_tune.decoding import passing, passing_test
-    from tether_tune.tokenizer import decode
+    from tether_tune.decoding import passing_test
 
     both = passing_margins(predictor, [GIST, FAILED])
     margins, keeps = both["tool"]
@@ -514,23 +529,8 @@ def test_tool_margins_are_measured_at_the_name_of_each_call_the_request_asks_for
     every = gold_margins(predictor, [GIST, FAILED, TWO])  # the decisions after a call too, in the same pass
     assert every["next_call"] == next_call_margins(predictor, [GIST, FAILED, TWO])
     assert every["tool"] == passing_margins(predictor, [GIST, FAILED, TWO], ("tool",))["tool"]
-    direct = []
-    for ex in (GIST, FAILED):
-        said = _said(predictor, ex)
-        prompt = predictor.encode(ex.request)
-        with torch.no_grad():
-            logits = predictor.model(torch.tensor([prompt + said])).logits[0].float()
-        matcher = predictor.constraint.matcher(ex.request)
-        for i, tok in enumerate(said):
-            test = passing_test("tool", predictor.tools, ex.request, decode(predictor.tokenizer, said[:i]))
-            if i and test is not None:
-                allowed = predictor.constraint.allowed([matcher], logits.shape[-1])[0]
-                ids, skip = passing(allowed, test, {}, lambda t: decode(predictor.tokenizer, t))
-                stay = [t for t in ids if t not in skip]
-                if skip and stay:
-                    row = logits[len(prompt) + i - 1]
-                    direct.append(float(row[stay].max() - row[skip].max()))
-            assert matcher.consume_token(tok)
+    direct = _direct_margins(predictor, (GIST, FAILED), lambda request, said: passing_test("tool", predictor.tools,
+                                                                                          request, said))
     assert margins == pytest.approx(direct, abs=1e-3)
     bare = Example(f"{SESSION}?", [Call("get_session_history", {"session_id": SESSION})])
     assert passing_margins(predictor, [bare], ("tool",)) == {"tool": ([], [])}
