@@ -180,11 +180,13 @@ def gold_margins(predictor: Any, examples: Sequence[Example], kinds: Sequence[st
         matcher = constraint.matcher(request)
         for i, token in enumerate(completion):
             said = decode(predictor.tokenizer, completion[:i]) if i else None
+            allowed = None  # the grammar's mask here, once for every kind that needs it
             for kind in weighed:
                 test = passing_test(kind, constraint.tools, request, said) if said is not None else None
                 if test is None:
                     continue
-                allowed = constraint.allowed([matcher], scores.shape[-1])[0]
+                if allowed is None:
+                    allowed = constraint.allowed([matcher], scores.shape[-1])[0]
                 ids, skip = passing(allowed, test, texts, lambda t: decode(predictor.tokenizer, t), WEIGHED[kind])
                 stay = [t for t in ids if t not in skip]
                 if skip and stay:
@@ -276,19 +278,25 @@ def _call_counts(margins: Sequence[float | None], is_call: Sequence[bool], biase
             "words_precision": sum(not c for c in words) / len(words) if words else None}
 
 
+def _each_side(margins: Sequence[float | None], labels: Sequence[bool], open_: Sequence[bool],
+               **choose: Any) -> dict[str, tuple[float, dict[str, Any]]]:
+    """A decision split in two by ``open_``: :func:`choose_call_bias` (with ``choose``'s options) on the decisions
+    where something is left open (``open``) and on the others (``nothing_open``)."""
+    return {name: choose_call_bias([m for m, o in zip(margins, open_) if o == flag],
+                                   [c for c, o in zip(labels, open_) if o == flag], **choose)
+            for name, flag in (("open", True), ("nothing_open", False))}
+
+
 def choose_call_biases(margins: Sequence[float | None], is_call: Sequence[bool],
                        open_: Sequence[bool]) -> tuple[float, float | None, dict[str, Any]]:
     """``(call_bias, call_open_bias, stats)``: the call-or-words decision split like the one after a call — requests
     that ask for something by an id or a tool's words (``constrain.left_open`` before any call; ``call_open_bias``)
     and the others (``call_bias``) — each side's bias by :func:`choose_call_bias` with the words-precision floor.
     With fewer than ``MIN_OPEN_DECISIONS`` requests on either side, one bias for all and ``call_open_bias`` None."""
-    sides = {flag: [(m, c) for m, c, o in zip(margins, is_call, open_) if o == flag] for flag in (True, False)}
-    if min(len(sides[True]), len(sides[False])) < MIN_OPEN_DECISIONS:
+    if min(sum(open_), len(open_) - sum(open_)) < MIN_OPEN_DECISIONS:
         bias, stats = choose_call_bias(margins, is_call, min_words_precision=MIN_WORDS_PRECISION)
         return bias, None, stats
-    each = {name: choose_call_bias([m for m, _ in sides[flag]], [c for _, c in sides[flag]],
-                                   min_words_precision=MIN_WORDS_PRECISION)
-            for name, flag in (("open", True), ("nothing_open", False))}
+    each = _each_side(margins, is_call, open_, min_words_precision=MIN_WORDS_PRECISION)
     per_request = [each["open"][0] if o else each["nothing_open"][0] for o in open_]
     n_call = sum(c for m, c in zip(margins, is_call) if m is not None)
     n = sum(m is not None for m in margins)
@@ -355,12 +363,10 @@ def choose_next_call_biases(margins: Sequence[float], more: Sequence[bool],
     open all had another call due, and the model ended the calls on 21 of them at bias 0; one bias for all gets
     100 right, one per side 105. With fewer than ``MIN_OPEN_DECISIONS`` open decisions (or none on the other
     side), one bias for all and ``open_bias`` None."""
-    sides = {flag: [(m, c) for m, c, o in zip(margins, more, open_) if o == flag] for flag in (True, False)}
-    if len(sides[True]) < MIN_OPEN_DECISIONS or not sides[False]:
+    if sum(open_) < MIN_OPEN_DECISIONS or all(open_):
         bias, stats = choose_call_bias(margins, more)
         return bias, None, _next_call_stats(bias, stats)
-    each = {name: _next_call_stats(*choose_call_bias([m for m, _ in sides[flag]], [c for _, c in sides[flag]]))
-            for name, flag in (("open", True), ("nothing_open", False))}
+    each = {name: _next_call_stats(*side) for name, side in _each_side(margins, more, open_).items()}
     a, b = each["open"], each["nothing_open"]
     total: dict[str, Any] = {k: a[k] + b[k] for k in ("decisions", "another_call", "end")}
     total.update({side: {k: a[side][k] + b[side][k] for k in a[side]} for side in ("before", "after")})

@@ -219,6 +219,16 @@ UUID_PATTERN = r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-
 _UUID_SHAPE = re.compile(UUID_PATTERN)
 
 
+#: "N hex chars" in an id's description: its shape (CodeTether's codebase_id, "8 hex chars").
+_HEXES = re.compile(r"\b(\d+) hex\b", re.I)
+
+
+def _is_uuid(schema: Mapping[str, Any]) -> bool:
+    """An id the schema declares a UUID: ``format: uuid``, or "UUID" in its description."""
+    described = str(schema.get("description", ""))
+    return str(schema.get("format", "")).lower() == "uuid" or re.search(r"\bUUIDs?\b", described, re.I) is not None
+
+
 def id_fits(value: str, schema: Mapping[str, Any]) -> bool:
     """Whether ``value`` has the shape an id argument's schema declares — JSON Schema's ``pattern`` or
     ``format: uuid``, else its description: "(UUID)" or "N hex chars" (CodeTether's ``task_id`` is "Task id (UUID).",
@@ -230,18 +240,18 @@ def id_fits(value: str, schema: Mapping[str, Any]) -> bool:
         return True
     if schema.get("pattern"):
         return re.search(str(schema["pattern"]), value) is not None
-    if str(schema.get("format", "")).lower() == "uuid" or re.search(r"\bUUIDs?\b", described, re.I):
+    if _is_uuid(schema):
         return _UUID_SHAPE.fullmatch(value) is not None
-    hexes = re.search(r"\b(\d+) hex\b", described, re.I)
+    hexes = _HEXES.search(described)
     if hexes:
         return re.fullmatch(rf"[0-9a-fA-F]{{{int(hexes.group(1))}}}", value) is not None
     return True
 
 
 def _declares_shape(schema: Mapping[str, Any]) -> bool:
+    """Whether :func:`id_fits` finds a shape in ``schema``: a pattern, ``format: uuid``, or its description's words."""
     described = str(schema.get("description", ""))
-    return bool(schema.get("pattern") or str(schema.get("format", "")).lower() == "uuid"
-                or re.search(r"\bUUIDs?\b|\b\d+ hex\b", described, re.I))
+    return bool(schema.get("pattern") or _is_uuid(schema) or _HEXES.search(described))
 
 
 def id_schema(key: str, schema: Mapping[str, Any], tools: Sequence[Mapping[str, Any]]) -> Mapping[str, Any]:
