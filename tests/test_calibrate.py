@@ -208,6 +208,10 @@ def test_unspent_cues_are_tools_asked_for_in_more_clauses_than_they_have_calls()
     relay = "tell the builder to cancel the deploy"
     relayed = ("send_message", {"agent_name": "builder", "message": "cancel the deploy"})
     assert unspent_cues(relay, _calls_text(relayed)) == []
+    # "list" of messages or of agents is not list_tasks
+    for messages in ("I need the raw message list", "list the messages of session 1", "list all the agents"):
+        assert "list_tasks" not in unspent_cues(messages, ""), messages
+    assert unspent_cues("list the failed tasks", "") == ["list_tasks"]
     # one clause asking in two ways is one ask; "tell me" asks for nothing to be sent
     assert unspent_cues("list all the tasks", _calls_text(("list_tasks", {}))) == []
     assert unspent_cues("tell me the status of 4e4dce00-100d-408c-a0ec-ea065bfbe637",

@@ -334,6 +334,15 @@ def test_grounded_names_and_text_are_spans_of_the_request(constraint: ToolCallCo
                 {"agent_name": "code-reviewer", "message": "ook at the upload"},  # not word-aligned
                 {"agent_name": "code-reviewer", "message": " look at"}):  # leading white space
         assert not grounded_accepts(constraint, tok, req, calls(Call("send_message", bad))), bad
+    # never a spoken filler at either end, never exactly one of the request's ids
+    spoken = "uh create a task to um translate the screens into spanish um"
+    for bad in ("um translate the screens into spanish", "translate the screens into spanish um", "um"):
+        assert not grounded_accepts(constraint, tok, spoken, calls(Call("create_task", {"title": bad}))), bad
+    assert grounded_accepts(constraint, tok, spoken,
+                            calls(Call("create_task", {"title": "translate the screens into spanish"})))
+    redo = f"kill task {UUID_A} and create a new one to rerun the load test"
+    assert not grounded_accepts(constraint, tok, redo, calls(Call("create_task", {"title": UUID_A})))
+    assert grounded_accepts(constraint, tok, redo, calls(Call("create_task", {"title": f"task {UUID_A}"})))
     title = Call("create_task", {"title": "rotate the leaked key", "codebase_id": "global"})
     assert not grounded_accepts(constraint, tok, "create a task to rotate the leaked key", calls(title))
     assert grounded_accepts(constraint, tok, "global task: rotate the leaked key", calls(title))

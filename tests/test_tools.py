@@ -153,6 +153,7 @@ def test_an_enum_value_is_stated_by_its_name_or_a_synonym_as_whole_words():
 
     assert enum_stated("failed", "which tasks broke overnight?") and enum_stated("failed", "Failed tasks")
     assert enum_stated("summary", "he summarized session 1") and enum_stated("summary", "tl;dr of that session")
+    assert enum_stated("summary", "play back sessions A and B, both as summaries")
     assert enum_stated("verbatim", "play it back word for word") and enum_stated("working", "what's In Progress")
     assert not enum_stated("build", "rebuild the cache") and not enum_stated("completed", "abandoned tasks")
     assert not enum_stated("pending", "list all the tasks") and not enum_stated(7, "priority 7")

@@ -73,6 +73,10 @@ MAX_LISTED_INTEGERS = 256
 _NOT_BLANK = r"[^\s\x1c-\x1f]"
 
 
+#: A text that starts or ends in a spoken filler word (the generator's fillers, ``synth.values.FILLERS_MID``).
+_FILLER_EDGE = r"(?s:(?:[Uu]hm?|[Uu]mm?|[Ee]rm?|[Hh]mm)(?:[\s,].*)?|.*[\s,](?:uhm?|umm?|erm?|hmm))"
+
+
 def _lit(text: str) -> str:
     """A Lark string literal."""
     return json.dumps(text, ensure_ascii=False)
@@ -395,9 +399,13 @@ class _Grammar:
             r"KEY: /[A-Za-z_][A-Za-z0-9_.\-]*/",
         ]
         if self.span_used:
-            # A span of the request's words, not starting or ending in white space, without the delimiter.
-            terminals.append(rf"SPAN: /{_NOT_BLANK}(?s:.*{_NOT_BLANK})?/ & ~{_without([ESCAPE])} & %regex "
-                             + json.dumps({"substring_words": self.request}, ensure_ascii=False))
+            # A span of the request's words, not starting or ending in white space, without the delimiter; not
+            # starting or ending in a spoken filler ("um translate the screens": fillers are the request's words,
+            # never a value's) and never exactly one of the request's ids (an id is an id argument's value).
+            ids = id_spans(self.request or "")
+            not_ids = f" & ~/({'|'.join(ids)})/" if ids else ""  # ids are letters, digits, - and _: literal
+            terminals.append(rf"SPAN: /{_NOT_BLANK}(?s:.*{_NOT_BLANK})?/ & ~{_without([ESCAPE])} & ~/{_FILLER_EDGE}/"
+                             + not_ids + " & %regex " + json.dumps({"substring_words": self.request}, ensure_ascii=False))
         return "\n".join(header + self.rules + terminals) + "\n"
 
 

@@ -169,8 +169,8 @@ ENUM_SYNONYMS: dict[str, tuple[str, ...]] = {
     "cancelled": ("cancelled", "canceled", "aborted", "called off"),
     "verbatim": ("verbatim", "word for word", "word-for-word", "exact", "exactly", "full transcript", "in full",
                  "everything", "every word"),
-    "summary": ("summary", "summarize", "summarise", "recap", "overview", "gist", "short version", "tl;dr", "tldr",
-                "brief"),
+    "summary": ("summary", "summaries", "summarize", "summarise", "recap", "overview", "gist", "short version",
+                "tl;dr", "tldr", "brief"),
     "build": ("build", "builder", "building"),
     "plan": ("plan", "planner", "planning"),
     "general": ("general", "general-purpose", "generic"),
@@ -191,7 +191,9 @@ TOOL_CUES: dict[str, str] = {
     "create_task": (r"\b(?:create|new task|new one|add a task|make a task|open a task|file a task|spin up|queue up"
                     r"|create_task)\b|\btask:"),
     "cancel_task": r"\b(?:cancel|abort|kill|stop|call (?:it |that |this )?off|drop|cancel_task)\b",
-    "list_tasks": (r"\blist(?:_tasks)?\b(?! (?:of |the |all )?(?:the )?(?:available )?agents)"
+    # "list" of agents or of messages ("the raw message list") is not list_tasks.
+    "list_tasks": (r"(?<!message )\blist(?:_tasks)?\b"
+                   r"(?! (?:of |the |all )?(?:the )?(?:available )?(?:agents|messages))"
                    r"|\ball (?:the |my )?tasks\b"
                    r"|\b(?:pending|queued|running|working|completed|done|finished|failed|cancell?ed|active) tasks\b"),
     "get_task": (r"\b(?:status (?:of|on|for)|details|where are we|how is|how's|check on|check (?:up on )?(?:the )?task"
