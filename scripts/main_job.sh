@@ -11,7 +11,8 @@ RUN=${RUN:-runs/main}
 MODEL=${MODEL:-gemma-3-270m-offline}   # or google/functiongemma-270m-it where the hub is reachable
 SEED=${SEED:-0}
 EPOCHS=${EPOCHS:-5}                    # 5 x 104 steps of 8: 6 scored about 1.5 points more (two seeds, within their
-                                       # spread) and took 31.3 min on a slow host (README: "Latest run")
+                                       # spread) and took 31.3 min on a slow host (docs/history.md). 4 on an AMD
+                                       # EPYC without AMX: 31.4 min there (5: 35.5) and 3 points lower (README)
 EVAL_STRATEGY=${EVAL_STRATEGY:-no}     # no validation pass (it only reported: about 70 s); epoch: one after each
 EVAL_DELAY=${EVAL_DELAY:-$(awk "BEGIN { print $EPOCHS - 0.5 }")}   # with EVAL_STRATEGY=epoch: after the last epoch only
 COMPILE=${COMPILE:-1}                  # torch.compile the step's element-wise parts: 1.17x faster a step, same loss

@@ -216,7 +216,7 @@ def choose_call_bias(margins: Sequence[float | None], is_call: Sequence[bool], l
     decision's crossing as it can be; the run past the last crossing ends at ``limit``) or ``nearest`` (just past
     the crossing nearest 0, the smallest move). Chosen on the development set, out of sample (calibrated on the
     validation split alone): ``middle`` 74.5% exact vs 74.0% for ``make main``'s model, 74.5% vs 73.5% for another
-    (README, "Latest run"). It matters most after a call while an id is still unused: every such decision in the
+    (docs/history.md). It matters most after a call while an id is still unused: every such decision in the
     validation data is "another call", so ``nearest`` stops just past the last one (+1.3) and ``middle`` goes
     halfway to the limit (+5.7).
 
