@@ -25,11 +25,16 @@ levers to ours, each keeping the ones above it:
   forward's outputs to fp32 (the lines above run with that conversion) = ours, what the main job trains with.
 
     python benchmarks/bench_train_step.py --compiled_on runs/main/data/codetether.train.jsonl
+    python benchmarks/bench_train_step.py --skip_forced_on runs/main/data/codetether.train.jsonl
 
 With ``--compiled_on``, the main job's step plain and compiled (``--compile``) on real training batches from the
 shortest to the longest, alternating, and their ratio: the one-batch ``--levers`` line flatters compilation
 (its batch is short, where the element-wise share of a step is largest). A third timing per batch is the compiled
 step with the developer turn reused (``--prefix_refresh``, 4: computed every 4th batch, as the main job trains).
+
+With ``--skip_forced_on``, that last step (compiled, developer turn reused) on the same real batches with the whole
+model turn in the loss and with the tokens the grounded grammar forces left out (``--skip_forced grounded``: fewer
+rows through the 262k-vocabulary head), alternating, and their ratio.
 """
 
 from __future__ import annotations
@@ -99,6 +104,10 @@ def main() -> int:
     ap.add_argument("--compiled_on", metavar="TRAIN_JSONL", help="instead: the main job's step plain and with "
                     "--compile, alternating, on 7 batches of real training data from TRAIN_JSONL spanning its "
                     "lengths (e.g. runs/main/data/codetether.train.jsonl, written by make main)")
+    ap.add_argument("--skip_forced_on", metavar="TRAIN_JSONL",
+                    help="instead: the main job's step (compiled, developer turn reused) on 7 real batches of "
+                    "TRAIN_JSONL with the whole model turn in the loss and with the tokens the grounded grammar "
+                    "forces left out (--skip_forced grounded), alternating, and their ratio")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -106,6 +115,8 @@ def main() -> int:
         return levers(args)
     if args.compiled_on:
         return compiled_on(args)
+    if args.skip_forced_on:
+        return skip_forced_on(args)
     args.batch_size = args.batch_size or 4
 
     from peft import LoraConfig, get_peft_model
@@ -263,27 +274,75 @@ def levers(args) -> int:
     return 0
 
 
+def real_batches(train_file: str, tok, batch_size: int, skip_forced: str = "none") -> list:
+    """7 batches of ``batch_size`` real training examples from ``train_file``, from the shortest to the longest: 50
+    batches' worth of examples, shuffled, sorted by length and cut into batches (as the Trainer's length-grouped
+    sampler makes them), every 8th or so of them. ``skip_forced``: labels as ``--skip_forced`` leaves them."""
+    import random
+
+    from tether_tune.constrain import ToolCallConstraint
+    from tether_tune.train import encode_all, load_training_examples, skip_forced as skip
+
+    tools = load_tools(ROOT / "codetether_tools.json")
+    examples = load_training_examples(train_file, tools, strict_grounding=False)
+    random.Random(0).shuffle(examples)
+    examples = examples[: 50 * batch_size]
+    enc = encode_all(tok, examples, tools, None)
+    if skip_forced != "none":
+        enc = skip(enc, examples, ToolCallConstraint(tok, tools, grounded=skip_forced == "grounded"))
+    rows = as_rows(sorted(enc, key=lambda e: len(e.input_ids)))
+    batches = [PadCollator(tok.pad_token_id, share_prefix=True)(rows[i : i + batch_size])
+               for i in range(0, len(rows) - batch_size + 1, batch_size)]
+    return [batches[round(i * (len(batches) - 1) / 6)] for i in range(7)]
+
+
+def skip_forced_on(args) -> int:
+    """The main job's step (compiled, the developer turn reused every ``--prefix_refresh`` batches) on the same 7
+    real batches with the whole model turn in the loss and with the grounded grammar's forced tokens left out
+    (``--skip_forced grounded``), alternating, after a warm-up round that compiles; the two totals and their ratio."""
+    from tether_tune import trainer as T
+
+    batch_size = args.batch_size or 8
+    model, tok = main_job_model(args.model)
+    variants = {name: real_batches(args.skip_forced_on, tok, batch_size, name) for name in ("none", "grounded")}
+    T.compile_step(model)
+    reuse = {name: T.PrefixReuse(args.prefix_refresh) for name in variants}
+
+    def step(batch, name: str) -> float:
+        t = time.perf_counter()
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            loss, _ = T.supervised_loss(model, batch, prefix_grad=False, reuse=reuse[name])
+        loss.backward()
+        model.zero_grad(set_to_none=True)
+        return time.perf_counter() - t
+
+    for i in range(7):  # warm-up: compiles and touches every shape once
+        for name, batches in variants.items():
+            step(batches[i], name)
+    total = dict.fromkeys(variants, 0.0)
+    for _ in range(2):
+        for i in range(7):
+            times = {name: step(batches[i], name) for name, batches in variants.items()}
+            for name, t in times.items():
+                total[name] += t
+            sup = {name: int((b[i]["labels"] != IGNORE_INDEX).sum()) for name, b in variants.items()}
+            print(f"batch {tuple(variants['none'][i]['input_ids'].shape)}: {sup['none']} supervised tokens "
+                  f"{times['none']:.2f} s, {sup['grounded']} without the forced ones {times['grounded']:.2f} s, "
+                  f"{times['none'] / times['grounded']:.2f}x")
+    print(f"all: whole model turn {total['none']:.1f} s, forced tokens left out {total['grounded']:.1f} s: "
+          f"{total['none'] / total['grounded']:.2f}x")
+    return 0
+
+
 def compiled_on(args) -> int:
     """The main job's step (as ``--levers``' last two lines) plain and compiled (``trainer.compile_step``), on real
     batches: the training file's examples sorted by length and cut into batches of 8 (as the Trainer's
     length-grouped sampler makes them), 7 of them from the shortest to the longest; each batch timed plain, then
     compiled, twice, after a warm-up round that compiles."""
-    import random
-
     from tether_tune import trainer as T
-    from tether_tune.train import encode_all, load_training_examples
 
-    batch_size = args.batch_size or 8
-    tools = load_tools(ROOT / "codetether_tools.json")
     model, tok = main_job_model(args.model)
-    examples = load_training_examples(args.compiled_on, tools, strict_grounding=False)
-    random.Random(0).shuffle(examples)
-    enc = sorted(encode_all(tok, examples[: 50 * batch_size], tools, None), key=lambda e: len(e.input_ids))
-    rows = as_rows(enc)
-    batches = [PadCollator(tok.pad_token_id, share_prefix=True)(rows[i : i + batch_size])
-               for i in range(0, len(rows) - batch_size + 1, batch_size)]
-    batches = [batches[round(i * (len(batches) - 1) / 6)] for i in range(7)]
-
+    batches = real_batches(args.compiled_on, tok, args.batch_size or 8)
     reuse = T.PrefixReuse(args.prefix_refresh)  # one for the whole run: a refresh every N-th batch, as in training
 
     def step(batch, compiled: bool, reused: bool = False) -> float:

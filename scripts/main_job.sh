@@ -32,6 +32,10 @@ MIX=${MIX---parallel 300 --create-task 120 --list-tasks 70 --get-task 45 --cance
 HANDWRITTEN=${HANDWRITTEN-}
 GEN_TRAIN=${GEN_TRAIN:-}               # a seeded random N of the generated training split (empty: all of it)
 DECISION_WEIGHT=${DECISION_WEIGHT:-1}   # 5 (decision tokens weighed 5x) scored lower on validation: 28.8% vs 37.5%
+# The tokens grounded decoding's grammar forces (74% of the model turn: the call syntax, the only id of a request)
+# carry no loss: decoding never asks the model for them. Training 1709 s -> 1241 s on a 2-core AMD EPYC, the same
+# accuracy within noise (README); the model is then for grounded decoding. none: the plain completion loss.
+SKIP_FORCED=${SKIP_FORCED:-grounded}
 # Calibration (the call-or-words and another-call biases, chosen after training) on the validation split and the
 # hand-written development set: 306 decisions at the first token instead of 106. Empty: the validation split alone.
 CALIBRATION=${CALIBRATION-eval/dev.jsonl}
@@ -71,7 +75,7 @@ calibration=(); [[ -n "$CALIBRATION" ]] && calibration=(--calibration_files $CAL
 python finetune.py --model_name_or_path "$MODEL" "${bf16[@]}" --dtype "$BASE_DTYPE" "${prefix_grad[@]}" "${compile[@]}" "${calibration[@]}" --no-eval_before \
   --train_file "$RUN/data/codetether.train.jsonl" --val_file "$RUN/data/codetether.val.jsonl" \
   --output_dir "$RUN/model" --epochs "$EPOCHS" --batch_size "$BATCH" --gradient_accumulation_steps 1 \
-  --learning_rate "$LR" --lora_dropout "$DROPOUT" --decision_weight "$DECISION_WEIGHT" \
+  --learning_rate "$LR" --lora_dropout "$DROPOUT" --decision_weight "$DECISION_WEIGHT" --skip_forced "$SKIP_FORCED" \
   --prefix_refresh "$PREFIX_REFRESH" --eval_strategy "$EVAL_STRATEGY" --eval_samples "$EVAL_SAMPLES" \
   --eval_delay "$EVAL_DELAY" --seed "$SEED" \
   $TRAIN_ARGS

@@ -428,6 +428,49 @@ def test_grounded_decoding_forces_the_only_id(predictor: Predictor) -> None:
     assert grounded_calls <= plain_calls - uuid_tokens + 1
 
 
+def _value_at(tokenizer: Any, call: Call) -> int:
+    """The token position of a one-argument call's value in its rendering."""
+    segments = render_call_segments(call)
+    return len(encode_segments(tokenizer, segments[: segments.index(ESC) + 1]))
+
+
+@pytest.mark.parametrize("grounded", [False, True])
+def test_forced_marks_the_tokens_decoding_appends_without_a_choice(predictor: Predictor, grounded: bool) -> None:
+    """``ToolCallConstraint.forced`` (what ``--skip_forced`` leaves out of the loss) counts exactly the tokens
+    decoding appended without asking the model, for the same answer under the same grammar."""
+    from test_predict import scripted, steered_predictor
+
+    request = f"cancel {UUID_A} and tell the code reviewer to look at the upload endpoint"
+    answer = calls(Call("cancel_task", {"task_id": UUID_A}),
+                   Call("send_message", {"agent_name": "code-reviewer", "message": "look at the upload endpoint"}))
+    script = encode_segments(predictor.tokenizer, answer)
+    pred, _ = steered_predictor(predictor, request, scripted(script), constrained=True, grounded=grounded,
+                                max_new_tokens=len(script) + 4, speculate=0)
+    out = pred.predict(request)
+    assert out.raw == decode(predictor.tokenizer, script)
+    c = pred.constraint
+    assert c is not None and c.grounded == grounded
+    forced = c.forced(request, script)
+    assert len(forced) == len(script) and not forced[0]  # a call or words: always the model's choice
+    assert sum(forced) == out.timings["forced_tokens"] > 0
+    # Grounded, the only UUID of the request is written by the grammar after its first token.
+    uuid_at = _value_at(predictor.tokenizer, Call("cancel_task", {"task_id": UUID_A}))
+    n_uuid = len(encode_segments(predictor.tokenizer, [UUID_A]))
+    assert all(forced[uuid_at + 1 : uuid_at + n_uuid]) == grounded
+
+
+def test_forced_leaves_free_what_the_grammar_rejects(constraint: ToolCallConstraint, predictor: Predictor) -> None:
+    """From a token the grammar refuses on (a value the request does not say), every token is free."""
+    tok = predictor.tokenizer
+    answer = encode_segments(tok, calls(Call("get_task", {"task_id": UUID_B})))
+    forced = constraint.forced(f"show me {UUID_A}", answer)
+    assert len(forced) == len(answer) and any(forced)
+    first_uuid = _value_at(tok, Call("get_task", {"task_id": UUID_B}))
+    assert not any(forced[first_uuid:])
+    assert constraint.forced("hi", encode_segments(tok, ["Hello there.", END_OF_TURN])) == [False] * len(
+        encode_segments(tok, ["Hello there.", END_OF_TURN]))
+
+
 @settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(seed=st.integers(0, 2**31 - 1), noise=st.sampled_from([1.0, 5.0]),
        call_boost=st.floats(0, 15), escape_boost=st.floats(-5, 10))

@@ -4,6 +4,7 @@ the shared-prefix path computes the same loss and gradients, and nothing is cut 
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from pathlib import Path
 import random
@@ -538,3 +539,68 @@ def test_no_validation_pass_trains_the_same_adapter(tiny_model_dir, files, tmp_p
     a = load_file(str(tmp_path / "a" / "adapter_model.safetensors"))
     b = load_file(str(tmp_path / "b" / "adapter_model.safetensors"))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_skip_forced_leaves_out_exactly_the_tokens_the_grammar_forces(tiny_model_dir, files, tools):
+    """--skip_forced: the labels lose exactly the model-turn tokens ``ToolCallConstraint.forced`` marks (grounded in
+    each request), nothing else; the model turn's first token always stays; the loss is the plain cross-entropy
+    over the tokens that stay."""
+    import torch.nn.functional as F
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from tether_tune.constrain import ToolCallConstraint
+    from tether_tune.encode import IGNORE_INDEX
+    from tether_tune.train import skip_forced
+
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    examples, _ = read_examples(files[0])
+    enc = [encode_example(tok, ex, tools) for ex in examples]
+    out = {grounded: skip_forced(enc, examples, ToolCallConstraint(tok, tools, grounded=grounded))
+           for grounded in (False, True)}
+    for grounded, skipped in out.items():
+        constraint = ToolCallConstraint(tok, tools, grounded=grounded)
+        for e, s, ex in zip(enc, skipped, examples):
+            turn = [i for i, y in enumerate(e.labels) if y != IGNORE_INDEX]
+            forced = constraint.forced(ex.request, [e.input_ids[i] for i in turn])
+            assert s.input_ids == e.input_ids and s.prefix_len == e.prefix_len
+            assert [i for i, y in enumerate(s.labels) if y != IGNORE_INDEX] == [i for i, f in zip(turn, forced) if not f]
+            assert s.labels[turn[0]] == e.labels[turn[0]]
+    calls = [i for i, ex in enumerate(examples) if ex.calls]
+    words = [i for i, ex in enumerate(examples) if not ex.calls]
+    assert calls and words
+    # A words answer is all free; a call loses its syntax under either grammar, and grounded its only UUID too.
+    assert all(out[True][i].labels == enc[i].labels for i in words)
+    for i in calls:
+        assert enc[i].n_supervised > out[False][i].n_supervised > out[True][i].n_supervised + 10
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
+    batch = PadCollator(tok.pad_token_id, share_prefix=False)(as_rows(out[True][:4]))
+    with torch.no_grad():
+        loss, n = supervised_loss(model, batch)
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    assert n == sum(e.n_supervised for e in out[True][:4])
+    full = F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), batch["labels"][:, 1:].reshape(-1))
+    assert torch.allclose(loss, full, atol=1e-5)
+
+
+def test_skip_forced_shows_in_show_example_and_trains(tiny_model_dir, files, trained, tmp_path, capsys):
+    """--show_example marks only the tokens left in the loss (the UUID the request gives once is not); a run with
+    --skip_forced grounded trains, and --decision_weight cannot go with it."""
+    from tether_tune.config import ConfigError
+    from tether_tune.train import TrainConfig
+
+    train, _ = files
+    assert cli.main(["train", "--train_file", str(train), "--model_name_or_path", str(tiny_model_dir),
+                     "--tools", TOOLS, "--show_example", "0", "--skip_forced", "grounded"]) == 0
+    out = capsys.readouterr().out
+    assert "<start_of_turn>model\n⟦<start_function_call>⟧call:" in out and out.count("⟦") >= 2
+    uuid_text = read_examples(train)[0][0].calls[0].arguments["task_id"]
+    turn = out.split("<start_of_turn>model")[-1]
+    marked = "".join(re.findall("⟦(.*?)⟧", turn, flags=re.S))
+    assert uuid_text in turn.replace("⟦", "").replace("⟧", "") and uuid_text[4:] not in marked
+    info = _train(tiny_model_dir, files, tmp_path / "m", "--epochs", "1", "--skip_forced", "grounded",
+                  "--eval_strategy", "no")
+    plain = trained[1]["mask_audit"]  # the same training file, the whole model turn in the loss
+    assert info["mask_audit"]["examples"] == plain["examples"]
+    assert info["mask_audit"]["supervised_tokens"] < plain["supervised_tokens"] / 3
+    with pytest.raises(ConfigError, match="decision_weight"):
+        TrainConfig(train_file=str(train), output_dir="o", skip_forced="grounded", decision_weight=5.0).validate()

@@ -42,7 +42,7 @@ from typing import Any, Iterator, NamedTuple, Sequence
 from .config import ConfigError, print_config, say
 from .constrain import left_open, unsaid_enum
 from .data import Example, read_examples
-from .decoding import END_CALL_ID, START_CALL_ID, START_RESPONSE_ID, first_token_logits, last_logits
+from .decoding import END_CALL_ID, START_CALL_ID, START_RESPONSE_ID, first_token_logits, teacher_forced_scores
 
 #: ``--call_bias`` and ``--next_call_bias`` of ``tether-tune predict`` and ``evaluate``.
 CALL_BIAS_HELP = ("added to the call token's score at the first answer token, the calibrated choice between a call "
@@ -122,8 +122,8 @@ def call_margins(predictor: Any, requests: Sequence[str], batch_size: int = 8) -
 def _teacher_forced(predictor: Any, examples: Sequence[Example],
                     batch_size: int = 8) -> Iterator[tuple[Any, list[int], str]]:
     """The gold answer of each example that has calls, teacher-forced, ``batch_size`` at a time: per example its
-    scores (``scores[i]``: the scores of the token after ``completion[i]``), its completion (the model turn's
-    tokens) and its request."""
+    scores (``scores.rows(i, ids)``: those of the tokens ``ids`` after ``completion[i]``, computed on demand), its
+    completion (the model turn's tokens) and its request."""
     from dataclasses import replace
 
     from .encode import IGNORE_INDEX, encode_example
@@ -140,10 +140,10 @@ def _teacher_forced(predictor: Any, examples: Sequence[Example],
         items.append((enc.input_ids[n:], completion, ex.request))
     for start in range(0, len(items), batch_size):
         chunk = items[start : start + batch_size]
-        keep = max(len(c) for _, c, _ in chunk)
-        logits = last_logits(predictor.model, predictor.prefix, [s for s, _, _ in chunk], keep, predictor.pad_id)
-        for row, (_, completion, request) in zip(logits, chunk):
-            yield row[keep - len(completion):], completion, request  # the row's logits after completion[0] first
+        rows = teacher_forced_scores(predictor.model, predictor.prefix, [s for s, _, _ in chunk],
+                                     [len(c) for _, c, _ in chunk], predictor.pad_id)
+        for row, (_, completion, request) in zip(rows, chunk):
+            yield row, completion, request
 
 
 def gold_margins(predictor: Any, examples: Sequence[Example], kinds: Sequence[str] = ("next_call", "enum", "tool"),
@@ -160,6 +160,8 @@ def gold_margins(predictor: Any, examples: Sequence[Example], kinds: Sequence[st
       by, and whether the gold answer keeps to it (``decoding``'s ``enum_bias`` and ``tool_bias`` weigh those
       decisions). Only where the grammar allows both; an answer the grammar rejects is left at that point (without
       a grammar there are none)."""
+    import torch
+
     from .decoding import WEIGHED, passing, passing_test
     from .tokenizer import decode
 
@@ -172,7 +174,8 @@ def gold_margins(predictor: Any, examples: Sequence[Example], kinds: Sequence[st
             margins, more, open_ = out["next_call"]
             for i, token in enumerate(completion[:-1]):
                 if token == END_CALL_ID:
-                    margins.append(float(scores[i, START_CALL_ID] - scores[i, START_RESPONSE_ID]))
+                    call, end = scores.rows(i, torch.tensor([START_CALL_ID, START_RESPONSE_ID])).tolist()
+                    margins.append(call - end)
                     more.append(completion[i + 1] == START_CALL_ID)
                     open_.append(left_open(request, decode(predictor.tokenizer, completion[: i + 1])))
         if constraint is None:
@@ -186,11 +189,12 @@ def gold_margins(predictor: Any, examples: Sequence[Example], kinds: Sequence[st
                 if test is None:
                     continue
                 if allowed is None:
-                    allowed = constraint.allowed([matcher], scores.shape[-1])[0]
+                    allowed = constraint.allowed([matcher], scores.vocab_size)[0]
                 ids, skip = passing(allowed, test, texts, lambda t: decode(predictor.tokenizer, t), WEIGHED[kind])
                 stay = [t for t in ids if t not in skip]
                 if skip and stay:
-                    out[kind][0].append(float(scores[i - 1, stay].max() - scores[i - 1, skip].max()))
+                    at = scores.rows(i - 1, torch.tensor(stay + skip))
+                    out[kind][0].append(float(at[: len(stay)].max() - at[len(stay) :].max()))
                     out[kind][1].append(token not in skip)
             if not matcher.consume_token(token):
                 break  # the gold answer leaves the grammar here (an argument the request does not state)

@@ -523,6 +523,20 @@ class ToolCallConstraint:
             return list(tokens)
         return list(tokens) + list(ahead.compute_ff_tokens())
 
+    def forced(self, request: str | None, tokens: Sequence[int]) -> list[bool]:
+        """Per token of a model turn (``tokens``, from its first): whether the grammar forces it there, so that
+        decoding appends it without asking the model (:meth:`advance`). The grammar is grounded in ``request`` when
+        this constraint is. From a token the grammar rejects on (a gold argument the request does not state), every
+        token is free."""
+        matcher = self.matcher(request)
+        out: list[bool] = []
+        for token in tokens:
+            ahead = [] if matcher.is_stopped() else matcher.compute_ff_tokens()
+            out.append(bool(ahead) and ahead[0] == token)
+            if not matcher.consume_token(token):
+                return out + [False] * (len(tokens) - len(out))
+        return out
+
     def advance(self, matcher: Any, token: int) -> list[int]:
         """Consume ``token``; return the tokens the grammar forces next (already consumed)."""
         if not matcher.consume_token(token):

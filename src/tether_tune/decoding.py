@@ -182,14 +182,14 @@ class Head:
         ``logits_to_keep`` does), torch's matmul does not fold the batch into one product with a frozen weight: it
         expands the 262k x 640 head to [B, 640, 262k] for a bmm, a 2.7 GB copy that took 5.8 s of a 6 s forward at
         batch 8 (benchmarks/bench_head.py)."""
-        with _region("head"):
+        with _region("head"), self._torch.inference_mode():
             flat = self.module(hidden.reshape(-1, hidden.shape[-1]))
             return self._cap(flat).float().cpu().view(*hidden.shape[:-1], -1)
 
     def rows(self, hidden: Any, ids: Any) -> Any:
         """[H], LongTensor [k] -> [k] float: the same scores for the tokens ``ids`` only."""
         torch = self._torch
-        with _region("head rows"):
+        with _region("head rows"), torch.inference_mode():  # also when scores are asked for after the forward
             w = self.weight[ids.to(self.weight.device)]
             return self._cap(torch.nn.functional.linear(hidden.to(w.dtype), w)).float().cpu()
 
@@ -690,6 +690,20 @@ def decode_greedy(
 def first_token_logits(model: Any, prefix: PrefixCache, suffixes: Sequence[Sequence[int]], pad_id: int = 0) -> Any:
     """[B, V] scores of the first token each suffix's answer would start with (one forward, no decoding)."""
     return last_logits(model, prefix, suffixes, 1, pad_id)[:, -1]
+
+
+def teacher_forced_scores(model: Any, prefix: PrefixCache, suffixes: Sequence[Sequence[int]], keeps: Sequence[int],
+                          pad_id: int = 0) -> list[_Scores]:
+    """Per suffix, its scores after each of its last ``keeps[b]`` tokens (one forward, teacher-forced), computed on
+    demand: ``rows(i, ids)`` scores only the tokens asked for, where :func:`last_logits` runs the 262k-row head at
+    every position."""
+    import torch
+
+    head, keep = Head.of(model, limit=1), max(keeps)
+    with torch.inference_mode():
+        out = _forward(model, prefix.rows(len(suffixes)), [list(s) for s in suffixes], pad_id, keep, head=head)
+    return [_Scores(hidden=row[keep - k :], head=head) if head is not None else _Scores(logits=row[keep - k :].float())
+            for row, k in zip(out, keeps)]
 
 
 def last_logits(model: Any, prefix: PrefixCache, suffixes: Sequence[Sequence[int]], keep: int, pad_id: int = 0) -> Any:

@@ -14,14 +14,14 @@ import json
 import os
 import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Sequence
 
 from .checks import check_example
 from .config import ConfigError, is_main_process, print_config, say
 from .data import Example, read_examples
-from .encode import Encoded, encode_example, show_supervision
+from .encode import IGNORE_INDEX, Encoded, encode_example, show_supervision
 from .errors import DataError, DataLengthError
 from .format import MAX_NEW_TOKENS, TOOL_AND_TURN_TOKENS
 from .modeling import DTYPE_HELP, check_dtype, check_model_arg
@@ -86,6 +86,15 @@ class TrainConfig:
     decision_weight: float = field(default=1.0, metadata={
         "help": "loss weight of the decision tokens: the model turn's first token (a call or words) and the token "
                 "after each call (another call or the end); 1 is the plain loss"})
+    skip_forced: str = field(default="none", metadata={
+        "choices": ["none", "schema", "grounded"],
+        "help": "leave out of the loss the model-turn tokens that decoding's grammar forces: decoding appends them "
+                "without asking the model, so their logits are never used. 'grounded': those of the per-request "
+                "grammar prediction decodes under by default (the call syntax, and ids and words where the request "
+                "leaves one choice: 3 in 4 of make main's supervised tokens); 'schema': those of plain constrained "
+                "decoding (the call syntax: 1 in 3); 'none': the plain completion loss. The 262k-vocabulary head is "
+                "paid per supervised token, so fewer make a faster step (README). A model trained so is meant for "
+                "decoding under that grammar: it never learns the tokens the grammar supplies"})
     share_prefix: bool = field(default=True, metadata={"help": "compute the developer turn shared by a batch once (same loss and gradients, about 3x fewer tokens)"})
     prefix_grad: bool = field(default=True, metadata={
         "help": "with --share_prefix, back-propagate through the shared developer turn too; --no-prefix_grad runs it "
@@ -143,6 +152,10 @@ class TrainConfig:
         if self.eval_strategy == "epoch" and not 0 <= self.eval_delay < self.epochs:
             raise ConfigError(f"--eval_delay {self.eval_delay}: must be at least 0 and below --epochs "
                               f"({self.epochs}), or no validation pass would run")
+        if self.skip_forced != "none" and self.decision_weight != 1.0:
+            raise ConfigError(f"--decision_weight {self.decision_weight} finds the decision tokens by their place "
+                              f"after the prompt or a call, which --skip_forced {self.skip_forced} moves: use one "
+                              "of the two")
         if self.prefix_refresh < 1:
             raise ConfigError(f"--prefix_refresh {self.prefix_refresh}: must be at least 1 (1: every batch)")
         if self.prefix_refresh > 1 and (self.prefix_grad or not self.share_prefix):
@@ -272,9 +285,38 @@ def prepare_data(cfg: TrainConfig, tokenizer: Any, tools: list[dict]) -> Prepare
 
     # Read now, so that a bad file stops the run before training, not after it.
     calibration = read_calibration_files(cfg.calibration_files)
-    return Prepared(tools, train_examples, encode_all(tokenizer, train_examples, tools, cfg.developer),
-                    val_examples, encode_all(tokenizer, val_examples, tools, cfg.developer),
-                    calibration_examples=calibration)
+    train_enc = encode_all(tokenizer, train_examples, tools, cfg.developer)
+    val_enc = encode_all(tokenizer, val_examples, tools, cfg.developer)
+    if cfg.skip_forced != "none":
+        from .constrain import ToolCallConstraint
+
+        constraint = ToolCallConstraint(tokenizer, tools, grounded=cfg.skip_forced == "grounded")
+        before = sum(e.n_supervised for e in train_enc)
+        train_enc, val_enc = skip_forced(train_enc, train_examples, constraint), skip_forced(val_enc, val_examples, constraint)
+        after = sum(e.n_supervised for e in train_enc)
+        say(f"--skip_forced {cfg.skip_forced}: {before - after} of the training set's {before} model-turn tokens are "
+            f"forced by the grammar and left out of the loss ({(before - after) / max(before, 1):.0%})")
+    return Prepared(tools, train_examples, train_enc, val_examples, val_enc, calibration_examples=calibration)
+
+
+def skip_forced(encoded: Sequence[Encoded], examples: Sequence[Example], constraint: Any) -> list[Encoded]:
+    """``--skip_forced``: each example with the model-turn tokens ``constraint`` forces (``ToolCallConstraint.forced``,
+    grounded in the example's request) taken out of the loss (their labels ignored); the rest as it was. The model
+    turn's first token is never forced (a call or words), so every example keeps a supervised token. An example
+    with tools of its own keeps its whole model turn (the grammar is the run's tools')."""
+    out = []
+    for enc, ex in zip(encoded, examples):
+        if ex.tools and list(ex.tools) != list(constraint.tools):
+            out.append(enc)
+            continue
+        at = [i for i, y in enumerate(enc.labels) if y != IGNORE_INDEX]  # the model turn, in order
+        forced = constraint.forced(ex.request, [enc.labels[i] for i in at])
+        labels = list(enc.labels)
+        for i, skip in zip(at, forced):
+            if skip:
+                labels[i] = IGNORE_INDEX
+        out.append(replace(enc, labels=labels))
+    return out
 
 
 def show_example(data: Prepared, tokenizer: Any, n: int) -> int:
