@@ -604,3 +604,26 @@ def test_skip_forced_shows_in_show_example_and_trains(tiny_model_dir, files, tra
     assert info["mask_audit"]["supervised_tokens"] < plain["supervised_tokens"] / 3
     with pytest.raises(ConfigError, match="decision_weight"):
         TrainConfig(train_file=str(train), output_dir="o", skip_forced="grounded", decision_weight=5.0).validate()
+
+
+def test_lora_layers_from_puts_adapters_on_the_upper_layers_only(tiny_model_dir):
+    """--lora_layers_from N: LoRA on layers N and up (the trained token rows stay); past the last layer refused."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from tether_tune.config import ConfigError
+    from tether_tune.train import TrainConfig, add_lora
+
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+
+    def adapted(first: int) -> set[int]:
+        model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
+        model = add_lora(TrainConfig(train_file="-", output_dir="-", lora_layers_from=first), model, tok)
+        names = [n for n, p in model.named_parameters() if p.requires_grad]
+        assert any("trainable_tokens" in n for n in names)
+        return {int(re.search(r"layers\.(\d+)\.", n).group(1)) for n in names if "lora_A" in n}
+
+    assert adapted(0) == {0, 1} and adapted(1) == {1}
+    with pytest.raises(ConfigError, match="lora_layers_from 2"):
+        adapted(2)
+    with pytest.raises(ConfigError, match="lora_layers_from"):
+        TrainConfig(train_file=str(ROOT / "training_examples.jsonl"), output_dir="o", lora_layers_from=-1).validate()

@@ -56,6 +56,9 @@ class TrainConfig:
         default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"],
         metadata={"help": "modules that get LoRA adapters"},
     )
+    lora_layers_from: int = field(default=0, metadata={
+        "help": "LoRA only on the layers from this one up (0-based; 0: every layer). The lower layers then need no "
+                "adapter gradients: a faster step (README)"})
     trainable_tokens: list[str] = field(
         default_factory=lambda: list(TOOL_AND_TURN_TOKENS),
         metadata={"help": "tokens whose embedding rows are trained too (PEFT trainable_token_indices; tied to the "
@@ -163,6 +166,8 @@ class TrainConfig:
                               "without gradient: add --share_prefix --no-prefix_grad, or use --prefix_refresh 1")
         if self.max_seq_length is not None and self.max_seq_length < 16:
             raise ConfigError("--max_seq_length is far too small")
+        if self.lora_layers_from < 0:
+            raise ConfigError(f"--lora_layers_from {self.lora_layers_from}: must be 0 or more")
         if not self.lora_target_modules:
             raise ConfigError("--lora_target_modules needs at least one module name")
         if not 0 <= self.lora_dropout < 1:
@@ -358,9 +363,13 @@ def add_lora(cfg: TrainConfig, model: Any, tokenizer: Any) -> Any:
     from .trainer import sparse_trainable_tokens
 
     token_ids = trainable_token_ids(tokenizer, cfg.trainable_tokens)
+    n_layers = int(model.config.get_text_config().num_hidden_layers)
+    if cfg.lora_layers_from >= n_layers:
+        raise ConfigError(f"--lora_layers_from {cfg.lora_layers_from}: the model has {n_layers} layers (0-based)")
+    layers = list(range(cfg.lora_layers_from, n_layers)) if cfg.lora_layers_from else None
     lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
                       target_modules=list(cfg.lora_target_modules), task_type="CAUSAL_LM",
-                      trainable_token_indices=token_ids or None)
+                      layers_to_transform=layers, trainable_token_indices=token_ids or None)
     try:
         model = get_peft_model(model, lora)
     except ValueError as err:  # PEFT's words for a target module the model does not have
