@@ -246,6 +246,7 @@ class _Grammar:
         self.rules: list[str] = []
         self.names: set[str] = set()
         self.request = request  # None: not grounded
+        self.ids = id_spans(request) if request is not None else []  # the request's id-like spans, found once
         self.span_used = False
         self.tools: Sequence[Mapping[str, Any]] = []  # the tools being built (an id's shape: tools.id_schema)
 
@@ -267,7 +268,7 @@ class _Grammar:
             return f"{esc} SPAN {esc}"
         request = self.request or ""
         if kind == "id":
-            values = [v for v in id_spans(request) if id_fits(v, schema)]
+            values = [v for v in self.ids if id_fits(v, schema)]
             if id_fits("global", schema) and re.search(r"\bglobal\b", request, re.I):
                 values.append("global")
         else:
@@ -402,8 +403,7 @@ class _Grammar:
             # A span of the request's words, not starting or ending in white space, without the delimiter; not
             # starting or ending in a spoken filler ("um translate the screens": fillers are the request's words,
             # never a value's) and never exactly one of the request's ids (an id is an id argument's value).
-            ids = id_spans(self.request or "")
-            not_ids = f" & ~/({'|'.join(ids)})/" if ids else ""  # ids are letters, digits, - and _: literal
+            not_ids = f" & ~/({'|'.join(self.ids)})/" if self.ids else ""  # ids are letters, digits, - and _: literal
             terminals.append(rf"SPAN: /{_NOT_BLANK}(?s:.*{_NOT_BLANK})?/ & ~{_without([ESCAPE])} & ~/{_FILLER_EDGE}/"
                              + not_ids + " & %regex " + json.dumps({"substring_words": self.request}, ensure_ascii=False))
         return "\n".join(header + self.rules + terminals) + "\n"
