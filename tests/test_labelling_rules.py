@@ -22,7 +22,8 @@ TELL_VERB = re.compile(r"^(please )?(tell|ask|let|ping|message|send|dm|notify|re
 URGENCY = re.compile(r"\b(urgent|asap|critical|high priority|low priority|top priority|no rush)\b", re.I)
 # "priority 7", "prio: 7", "p7", "urgency seven"; and "7 on the priority scale" (priority_said)
 NUMBER = r"(10|\d|zero|one|two|three|four|five|six|seven|eight|nine|ten)"
-PRIORITY_SAID = re.compile(rf"\b(priority|prio|p|urgency)\s*(level\s*|to\s*)?:?\s*{NUMBER}\b", re.I)
+# shorthand is "p" with digits: "p one" would be a typo's word ("my pone", for "phone")
+PRIORITY_SAID = re.compile(rf"\b((priority|prio|urgency)\s*(level\s*|to\s*)?:?\s*{NUMBER}|p\s*\d+)\b", re.I)
 NUMBER_WORD = re.compile(rf"^{NUMBER}$", re.I)
 
 
@@ -97,6 +98,17 @@ def test_rule_3_the_title_is_the_task_without_the_request_verb(examples):
         assert not REQUEST_VERB.match(title), title
         assert not title.lower().startswith(("to ", "task", "a task")), title
         assert not title.startswith(('"', "'")) and not title.endswith(('"', "'", ".")), title
+
+
+ANNOUNCING = ("description", "details", "notes", "background", "context")
+
+
+def test_rule_3_a_description_only_when_announced(examples):
+    described = [(ex, c) for ex, c in _calls(examples, "create_task") if "description" in c.arguments]
+    assert 100 <= len(described) <= 0.3 * len(_calls(examples, "create_task"))
+    for ex, c in described:
+        words = re.findall(r"[a-z]+", ex.request[:ex.request.index(c.arguments["description"])].lower())
+        assert any(_near(w, k) for w in words[-4:] for k in ANNOUNCING), ex.request  # a typo may be in the word
 
 
 def test_rule_4_the_message_is_what_to_tell(examples):

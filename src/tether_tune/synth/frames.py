@@ -19,7 +19,7 @@ TOOLS = ("create_task", "list_tasks", "get_task", "cancel_task", "get_session_hi
          "discover_agents", "send_message")
 #: Probability that each optional argument is present (every combination occurs).
 PRESENCE: dict[str, dict[str, float]] = {
-    "create_task": {"description": 0.35, "codebase_id": 0.4, "agent_type": 0.3, "priority": 0.4},
+    "create_task": {"description": 0.15, "codebase_id": 0.4, "agent_type": 0.3, "priority": 0.4},
     "list_tasks": {"status": 0.5, "codebase_id": 0.45},
     "playback_session": {"style": 0.65},
 }

@@ -37,9 +37,11 @@ CLAUSES: dict[str, dict[str, list[str]]] = {
         "priority": [", priority {priority}", " with priority {priority}", ", prio {priority}",
                      " at priority {priority}", ", set the priority to {priority}", ", priority {priority} out of 10",
                      ", urgency {priority}"],
+        # a description is always announced (rule 3 of docs/data.md): people rarely add a bare second sentence
+        # meant as one, and a model taught that they do takes context sentences for descriptions
         "description": [". Description: {description}", ", description: {description}", ". Details: {description}",
-                        " with the description {description}", ". {description}", ", details as follows: {description}",
-                        ". Notes for the agent: {description}"],
+                        " with the description {description}", ", details as follows: {description}",
+                        ". Notes for the agent: {description}", ", with these notes: {description}"],
     },
     "list_tasks": {
         "status": [" that are {status:pred}", ", only the {status:adj} ones", " with status {status:adj}",
@@ -484,8 +486,7 @@ CLAUSES["create_task"]["codebase_id"] += [" in {codebase}", ". Codebase: {codeba
                                           ", repo {codebase}"]
 CLAUSES["create_task"]["agent_type"] += [", agent: {agent_type}", " for the {agent_type} agent",
                                          ", run it with {agent_type:an} agent", ". Agent type: {agent_type}"]
-CLAUSES["create_task"]["description"] += [". More context: {description}", " - {description}",
-                                          ". Background: {description}", "; {description}"]
+CLAUSES["create_task"]["description"] += [". More context: {description}", ". Background: {description}"]
 CLAUSES["list_tasks"]["status"] += [", status {status:canon}", " where the status is {status:adj}",
                                     ", just {status:adj}", " (status: {status:canon})"]
 CLAUSES["list_tasks"]["codebase_id"] += [" under {codebase}", " (codebase {codebase})", ", repo {codebase}"]
