@@ -19,14 +19,13 @@ from tether_tune.calibrate import (
     choose_call_biases,
     choose_next_call_biases,
     gold_margins,
-    Biases,
     next_call_margins,
     passing_margins,
     run_biases,
 )
 from tether_tune.constrain import asked_tools, left_open, open_ids, skips_tools, unspent_cues
 from tether_tune.data import Example
-from tether_tune.decoding import END_CALL_ID, START_CALL_ID, decode_greedy, first_token_logits, repeated_call
+from tether_tune.decoding import END_CALL_ID, START_CALL_ID, Biases, decode_greedy, first_token_logits, repeated_call
 from tether_tune.format import Call
 from tether_tune.predict import Predictor, read_prediction
 
@@ -142,7 +141,8 @@ def test_a_bias_past_the_margin_flips_the_first_token_and_nothing_else(predictor
     starts_with_call = plain.raw.startswith("<start_function_call>")
     assert starts_with_call == (m > 0)
     bias = -m + sign * 0.5  # calls iff m + bias > 0, i.e. iff sign > 0
-    biased = Predictor(predictor.model, predictor.tokenizer, predictor.tools, call_bias=bias, max_new_tokens=12)
+    biased = Predictor(predictor.model, predictor.tokenizer, predictor.tools, biases=Biases(call=bias),
+                       max_new_tokens=12)
     out = biased.predict(request).raw
     assert out.startswith("<start_function_call>") == (sign > 0)
     if (sign > 0) == starts_with_call:  # no flip: the very same output
@@ -268,13 +268,13 @@ def test_decisions_with_an_id_left_open_get_their_own_bias():
 @pytest.mark.parametrize("sign", [+1, -1])
 def test_a_next_call_bias_past_the_margin_decides_another_call(predictor: Predictor, sign: int):
     """Decoding with the gold first call's margin crossed: a second call is started (sign +1) or the calls end."""
-    plain = Predictor(predictor.model, predictor.tokenizer, predictor.tools, call_bias=50.0,
+    plain = Predictor(predictor.model, predictor.tokenizer, predictor.tools, biases=Biases(call=50.0),
                       max_new_tokens=60).predict(ONE.request).raw
     assert "<end_function_call>" in plain  # forced into a call; the grammar closes it within the limit
     prefix = plain[: plain.index("<end_function_call>") + len("<end_function_call>")]
     big = 50.0 * sign
-    biased = Predictor(predictor.model, predictor.tokenizer, predictor.tools, call_bias=50.0, next_call_bias=big,
-                       max_new_tokens=60)
+    biased = Predictor(predictor.model, predictor.tokenizer, predictor.tools,
+                       biases=Biases(call=50.0, next_call=big), max_new_tokens=60)
     out = biased.predict(ONE.request).raw
     assert out.startswith(prefix)
     assert out[len(prefix):].startswith("<start_function_call>" if sign > 0 else "<start_function_response>")
@@ -292,13 +292,13 @@ def test_the_open_bias_is_the_bias_while_the_request_asks_for_more(predictor: Pr
     said = predictor.tokenizer.encode(render_calls(TWO.calls[:1]).replace("<start_function_response>", ""),
                                       add_special_tokens=False)
     assert said[-1] == END_CALL_ID
-    g = _Greedy([[1], [1]], predictor.stop_ids, 10, None, 0, None, [TWO.request, f"cancel {a}"], 0.0, -50.0,
-                open_bias=50.0, decode=lambda ids: decode(predictor.tokenizer, ids))
+    g = _Greedy([[1], [1]], predictor.stop_ids, 10, None, 0, None, [TWO.request, f"cancel {a}"],
+                Biases(next_call=-50.0, open=50.0), decode=lambda ids: decode(predictor.tokenizer, ids))
     g.out = [list(said), list(said)]
     assert (g.after_call_bias(0), g.after_call_bias(1)) == (50.0, -50.0)
     g.open_in = [f"cancel {a} and tell the builder it is off", f"cancel {a}, it was a mistake"]
     assert (g.after_call_bias(0), g.after_call_bias(1)) == (50.0, -50.0)  # a tool asked for, not called yet
-    g.open_bias = None
+    g.biases = g.biases._replace(open=None)
     assert (g.after_call_bias(0), g.after_call_bias(1)) == (-50.0, -50.0)
 
 
@@ -316,8 +316,9 @@ def test_an_open_id_decides_another_call_in_decoding(predictor: Predictor, tools
     def run(request: str, open_bias: float | None) -> tuple[list[int], float]:
         suffix = predictor.suffix(request)
         (d,) = decode_greedy(predictor.model, predictor.prefix, [suffix], predictor.stop_ids, 200, cancel,
-                             predictor.pad_id, speculate, [suffix], [request], 0.0, -50.0,
-                             open_bias=open_bias, decode=lambda ids: decode(predictor.tokenizer, ids))
+                             predictor.pad_id, speculate, [suffix], [request],
+                             Biases(next_call=-50.0, open=open_bias),
+                             decode=lambda ids: decode(predictor.tokenizer, ids))
         assert d.ids[-1] == START_RESPONSE_ID
         return d.ids, d.stats["forward_calls"]
 
@@ -363,7 +364,7 @@ def test_a_repeated_call_ends_the_calls_and_is_never_streamed(tiny_model_dir: Pa
     seen: list[int] = []
     (d,) = decode_greedy(grounded.model, grounded.prefix, [grounded.suffix(request)], grounded.stop_ids, 400,
                          grounded.constraint, grounded.pad_id, speculate, [grounded.suffix(request)], [request],
-                         call_bias=50.0, next_call_bias=50.0, on_tokens=lambda row, tokens: seen.extend(tokens))
+                         Biases(call=50.0, next_call=50.0), on_tokens=lambda row, tokens: seen.extend(tokens))
     assert d.ids[-1] == START_RESPONSE_ID and len(d.ids) < 400  # ended by the repeat, not by the limit
     calls = [d.ids[i : d.ids.index(END_CALL_ID, i) + 1] for i, t in enumerate(d.ids) if t == START_CALL_ID]
     assert len(calls) >= 2 and len({tuple(c) for c in calls}) == len(calls)
@@ -391,14 +392,14 @@ def test_calibrate_command_stores_the_bias_and_prediction_applies_it(tiny_model_
     assert info["val_loss_per_epoch"] == [1.0]  # the rest of run_info is kept
     cal = info["call_calibration"]  # more right decisions, unless the words answers at 0 were below the floor
     assert cal["after"]["right"] >= cal["before"]["right"] or cal["before"]["words_precision"] < cal["min_words_precision"]
-    assert Predictor.load(str(run)).call_bias == info["call_bias"]
-    assert Predictor.load(str(run), call_bias=0.0).call_bias == 0.0
+    assert Predictor.load(str(run)).biases.call == info["call_bias"]
+    assert Predictor.load(str(run), call_bias=0.0).biases.call == 0.0
     assert isinstance(info["next_call_bias"], float) and info["next_call_calibration"]["decisions"] == 1
     assert "enum_bias" not in info and info["enum_calibration"]["decisions"] == 0  # no enum stated in a call's request
     # "cancel task …": at the tool's name, cancel_task or another tool the grammar allows
     assert isinstance(info["tool_bias"], float) and info["tool_calibration"]["decisions"] >= 1
-    assert Predictor.load(str(run)).tool_bias == info["tool_bias"]
-    assert Predictor.load(str(run)).next_call_bias == info["next_call_bias"]
+    assert Predictor.load(str(run)).biases.tool == info["tool_bias"]
+    assert Predictor.load(str(run)).biases.next_call == info["next_call_bias"]
     # several files: one calibration on all their examples (a gold-format file with acceptable values too)
     dev = tmp_path / "dev.jsonl"
     dev.write_text(json.dumps({"id": "d1", "query": REQUESTS[1], "calls": [], "text": None, "tags": []}) + "\n")
@@ -492,8 +493,9 @@ def test_the_enum_bias_sets_the_status_the_request_states(predictor: Predictor, 
     def run(request: str, enum_bias: float) -> str:
         suffix = predictor.suffix(request)
         (d,) = decode_greedy(predictor.model, predictor.prefix, [suffix], predictor.stop_ids, 60, only,
-                             predictor.pad_id, speculate, [suffix], [request], 0.0, -50.0,
-                             decode=lambda ids: decode(predictor.tokenizer, ids), enum_bias=enum_bias)
+                             predictor.pad_id, speculate, [suffix], [request],
+                             Biases(next_call=-50.0, enum=enum_bias),
+                             decode=lambda ids: decode(predictor.tokenizer, ids))
         return decode(predictor.tokenizer, d.ids)
 
     (m,), _ = enum_margins(predictor, [FAILED])
@@ -550,8 +552,9 @@ def test_the_tool_bias_calls_the_tool_the_request_asks_for(predictor: Predictor,
     def run(request: str, tool_bias: float) -> str:
         suffix = predictor.suffix(request)
         (d,) = decode_greedy(predictor.model, predictor.prefix, [suffix], predictor.stop_ids, 40, predictor.constraint,
-                             predictor.pad_id, speculate, [suffix], [request], 50.0, -50.0,
-                             decode=lambda ids: decode(predictor.tokenizer, ids), tool_bias=tool_bias)
+                             predictor.pad_id, speculate, [suffix], [request],
+                             Biases(call=50.0, next_call=-50.0, tool=tool_bias),
+                             decode=lambda ids: decode(predictor.tokenizer, ids))
         return decode(predictor.tokenizer, d.ids)
 
     margins, _ = passing_margins(predictor, [GIST], ("tool",))["tool"]
@@ -569,7 +572,8 @@ def test_the_open_call_bias_applies_where_the_request_asks_for_something(predict
     def first(request: str, call_open_bias: float | None) -> bool:
         suffix = predictor.suffix(request)
         (d,) = decode_greedy(predictor.model, predictor.prefix, [suffix], predictor.stop_ids, 4, predictor.constraint,
-                             predictor.pad_id, 0, [suffix], [request], -50.0, 0.0, call_open_bias=call_open_bias,
+                             predictor.pad_id, 0, [suffix], [request],
+                             Biases(call=-50.0, call_open=call_open_bias),
                              decode=lambda ids: decode(predictor.tokenizer, ids))
         return d.ids[0] == START_CALL_ID
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tether_tune.decoding import Head
+from tether_tune.decoding import Biases, Head
 from tether_tune.predict import Predictor
 from tether_tune.tools import validate_call
 
@@ -32,6 +32,7 @@ def variant(pred: Predictor, **kwargs) -> Predictor:
     """The same loaded model and grammar, other decoding settings."""
     out = copy.copy(pred)
     for key, value in kwargs.items():
+        assert hasattr(out, key), key  # a setting the predictor no longer has would be ignored
         setattr(out, key, value)
     return out
 
@@ -95,7 +96,7 @@ def test_a_wrapped_model_is_not_split() -> None:
 @pytest.mark.parametrize("limit", [8, 100_000])  # the tiny vocabulary is 640: above it, rows everywhere
 def test_restricted_head_makes_the_full_heads_choices(base: Predictor, monkeypatch: pytest.MonkeyPatch,
                                                       call_bias: float, limit: int) -> None:
-    full = variant(base, call_bias=call_bias, next_call_bias=-30.0)
+    full = variant(base, biases=Biases(call=call_bias, next_call=-30.0))
     want = [p.raw for p in full.predict_batch(REQUESTS, batch_size=1)]
     counts = CountRows(monkeypatch)
     restricted = variant(full, head_limit=limit)
@@ -110,7 +111,7 @@ def test_restricted_head_makes_the_full_heads_choices(base: Predictor, monkeypat
 
 
 def test_restricted_head_in_a_batch_and_with_drafts(base: Predictor) -> None:
-    full = variant(base, call_bias=30.0, next_call_bias=-30.0, speculate=0)
+    full = variant(base, biases=Biases(call=30.0, next_call=-30.0), speculate=0)
     want = [p.raw for p in full.predict_batch(REQUESTS, batch_size=1)]
     for speculate, batch in ((8, 1), (0, 4), (8, 4)):
         fast = variant(full, head_limit=4096, speculate=speculate)
@@ -121,7 +122,7 @@ def test_restricted_head_skips_the_head_where_drafts_are_rejected(base: Predicto
     """The whole head runs at most once per forward and row, for the positions still undecided: rejected drafts
     after a fresh choice cost no head rows at all."""
     counts = CountRows(monkeypatch)
-    pred = variant(base, call_bias=-30.0, head_limit=4096, speculate=8)  # words: every position a full head
+    pred = variant(base, biases=Biases(call=-30.0), head_limit=4096, speculate=8)  # words: every position a full head
     outs = [pred.predict(r) for r in REQUESTS]
     forwards = sum(o.timings["forward_calls"] for o in outs)
     tokens = sum(o.timings["new_tokens"] for o in outs)
@@ -137,12 +138,12 @@ def test_the_call_draft_saves_the_forward_of_the_first_choice(base: Predictor) -
     """With drafts on, the first forward also feeds <start_function_call>call: so a call's tool-name choice
     comes out of the prefill: one forward fewer per call, the same tokens."""
     for request in REQUESTS:
-        plain = variant(base, call_bias=30.0, next_call_bias=-30.0, speculate=0).predict(request)
-        drafted = variant(base, call_bias=30.0, next_call_bias=-30.0, speculate=8).predict(request)
+        plain = variant(base, biases=Biases(call=30.0, next_call=-30.0), speculate=0).predict(request)
+        drafted = variant(base, biases=Biases(call=30.0, next_call=-30.0), speculate=8).predict(request)
         assert drafted.raw == plain.raw
         assert drafted.timings["forward_calls"] <= plain.timings["forward_calls"] - 1
-        words = variant(base, call_bias=-30.0, speculate=8).predict(request)  # the draft is refused: no cost
-        assert words.raw == variant(base, call_bias=-30.0, speculate=0).predict(request).raw
+        words = variant(base, biases=Biases(call=-30.0), speculate=8).predict(request)  # the draft is refused: no cost
+        assert words.raw == variant(base, biases=Biases(call=-30.0), speculate=0).predict(request).raw
         assert not words.calls
 
 
@@ -174,7 +175,7 @@ def test_bf16_weights_give_valid_calls(tiny_model_dir: Path, tools: list[dict]) 
 
 def test_prefix_cache_of_restricted_decoding_is_untouched(base: Predictor) -> None:
     before = [layer.keys.clone() for layer in base.prefix.cache.layers]
-    variant(base, head_limit=4096, call_bias=30.0).predict(REQUESTS[0])
+    variant(base, head_limit=4096, biases=Biases(call=30.0)).predict(REQUESTS[0])
     assert all(torch.equal(a, layer.keys) for a, layer in zip(before, base.prefix.cache.layers))
 
 

@@ -4,7 +4,7 @@ A fine-tuned model's first answer token decides: ``<start_function_call>`` (a ca
 That choice is where a model trained mostly on calls over-calls. The *margin* of a request is the score of
 ``<start_function_call>`` minus the best other score the grammar allows at that position (one forward, no
 decoding); greedy calls a tool when the margin is above 0. Calibration picks the bias added to the call score
-(``decoding.decode_greedy(call_bias=...)``) that makes the most validation decisions right — calls on requests
+(``decoding.Biases.call``) that makes the most validation decisions right — calls on requests
 whose gold answer is a call, words on the others — in the middle of the best run of biases that make the same
 decisions (``choose_call_bias``: as far from every request's crossing as it can be), among the biases
 whose words answers are at least 90% right (``MIN_WORDS_PRECISION``, the goal's no-call precision): right
@@ -14,7 +14,7 @@ The same decision comes again after each call: right after ``<end_function_call>
 another ``<start_function_call>`` and ``<start_function_response>`` (the end of the calls; the grammar allows
 nothing else). A model trained on mostly single calls stops after the first one. Its margin there is the call
 score minus the end score, with the gold calls teacher-forced (one forward per request); ``next_call_bias``
-(``decode_greedy(next_call_bias=...)``) is chosen by the same rule on every call of the validation answers:
+(``Biases.next_call``) is chosen by the same rule on every call of the validation answers:
 another call where the gold answer has one, the end where it has not. That decision is split in two where the
 validation data has enough of both (``choose_next_call_biases``): while the request still asks for something no
 call has answered (``constrain.left_open``: an id no call has used, "cancel A and B" after cancelling A; or a tool
@@ -37,12 +37,13 @@ stored (``call_bias``, ``next_call_bias``, ``open_bias``, ``enum_bias``, ``tool_
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Iterator, NamedTuple, Sequence
+from typing import Any, Iterator, Sequence
 
 from .config import ConfigError, print_config, say
 from .constrain import left_open, unsaid_enum
 from .data import Example, read_examples
-from .decoding import END_CALL_ID, START_CALL_ID, START_RESPONSE_ID, first_token_logits, teacher_forced_scores
+from .decoding import (END_CALL_ID, START_CALL_ID, START_RESPONSE_ID, Biases, first_token_logits,
+                       teacher_forced_scores)
 
 #: ``--call_bias`` and ``--next_call_bias`` of ``tether-tune predict`` and ``evaluate``.
 CALL_BIAS_HELP = ("added to the call token's score at the first answer token, the calibrated choice between a call "
@@ -63,20 +64,6 @@ TOOL_BIAS_HELP = ("taken from the score of each token of a tool's name that lead
                   "for and no call has answered (tools.TOOL_CUES: \"give me the gist of session …\" gets "
                   "playback_session), with --constrained; default: the run's calibrated value (run_info.json), 0 for "
                   "a plain model; 0 turns it off")
-
-
-class Biases(NamedTuple):
-    """The calibrated biases decoding applies (``decoding.decode_greedy``): at the first answer token (``call``;
-    ``call_open`` instead where the request asks for something by an id or a tool's words, or ``None``),
-    after a call (``next_call``; ``open`` instead while the request asks for something no call has answered, or
-    ``None``), and the weighed choices of the grammar (``enum``, ``tool``)."""
-
-    call: float = 0.0
-    next_call: float = 0.0
-    open: float | None = None
-    enum: float = 0.0
-    tool: float = 0.0
-    call_open: float | None = None
 
 
 def run_biases(info: Any, call_bias: float | None = None, next_call_bias: float | None = None,

@@ -21,7 +21,7 @@ import copy
 import functools
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, NamedTuple, Sequence
 
 from .constrain import asked_tools, left_open, skips_enum, skips_tools, unsaid_enum
 from .format import CONTROL_TOKEN_IDS, END_CALL, START_CALL, START_RESPONSE
@@ -347,7 +347,7 @@ def repeated_call(ids: Sequence[int]) -> int | None:
 
 
 #: The most tokens a choice between a call's arguments allows (its keys, a comma, the closing brace); where the
-#: grammar allows more, ``enum_bias`` does not apply.
+#: grammar allows more, the ``enum`` bias does not apply.
 MAX_ENUM_CHOICES = 64
 
 
@@ -385,26 +385,36 @@ def passing(allowed: Any, test: Callable[[str], bool], texts: dict[int, str], de
 WEIGHED = {"enum": MAX_ENUM_CHOICES, "tool": None}
 
 
+class Biases(NamedTuple):
+    """The calibrated biases decoding applies (:func:`decode_greedy`; chosen by ``calibrate.py``): at the first
+    answer token (``call``; ``call_open`` instead where the request asks for something by an id or a tool's words,
+    or ``None``), after a call (``next_call``; ``open`` instead while the request asks for something no call has
+    answered, or ``None``), and the weighed choices of the grammar (``enum``, ``tool``). All 0 / ``None``: plain
+    greedy decoding."""
+
+    call: float = 0.0
+    next_call: float = 0.0
+    open: float | None = None
+    enum: float = 0.0
+    tool: float = 0.0
+    call_open: float | None = None
+
+
 class _Greedy:
     """The state of one greedy decoding: per row, the tokens decided so far, how many were forced by the grammar
     or accepted from drafts, whether it has ended, its grammar matcher and its draft source."""
 
     def __init__(self, suffixes: Sequence[Sequence[int]], stop_ids: Sequence[int], max_new_tokens: int | Sequence[int],
                  constraint: Any, speculate: int, sources: Sequence[Sequence[int]] | None,
-                 requests: Sequence[str] | None = None, call_bias: float = 0.0, next_call_bias: float = 0.0,
+                 requests: Sequence[str] | None = None, biases: Biases = Biases(),
                  sampling: Sequence[Sampling | None] | None = None, outputs: Outputs | None = None,
-                 open_bias: float | None = None, decode: Callable[[list[int]], str] | None = None,
-                 open_in: Sequence[str | None] | None = None, enum_bias: float = 0.0, tool_bias: float = 0.0,
-                 call_open_bias: float | None = None):
+                 decode: Callable[[list[int]], str] | None = None, open_in: Sequence[str | None] | None = None):
         B = len(suffixes)
         self.outputs = outputs
-        self.call_bias, self.next_call_bias, self.call_open_bias = call_bias, next_call_bias, call_open_bias
-        if open_bias is not None and decode is None:
-            raise ValueError("open_bias needs decode (the tokens said so far, as text)")
-        self.open_bias, self.decode = open_bias, decode
-        if (enum_bias or tool_bias) and decode is None:
-            raise ValueError("enum_bias and tool_bias need decode (the tokens said so far, as text)")
-        self.weights = {"enum": enum_bias, "tool": tool_bias}
+        if (biases.open is not None or biases.enum or biases.tool) and decode is None:
+            raise ValueError("the open, enum and tool biases need decode (the tokens said so far, as text)")
+        self.biases, self.decode = biases, decode
+        self.weights = {"enum": biases.enum, "tool": biases.tool}
         self.token_text: dict[int, str] = {}  # one token's text, for the weighed choices
         self.stop, self.speculate = set(stop_ids), speculate
         self.limits = [max_new_tokens] * B if isinstance(max_new_tokens, int) else list(max_new_tokens)
@@ -452,29 +462,29 @@ class _Greedy:
         return max((i + 1 for i, t in enumerate(out) if t == END_CALL_ID), default=0)
 
     def first_bias(self, b: int) -> float:
-        """The bias on a call at the first answer token: ``call_open_bias`` where the request asks for something by
-        an id or a tool's words (``constrain.left_open`` before any call), ``call_bias`` otherwise (and always,
+        """The bias on a call at the first answer token: ``biases.call_open`` where the request asks for something by
+        an id or a tool's words (``constrain.left_open`` before any call), ``biases.call`` otherwise (and always,
         without the former)."""
         asked = self.open_in[b]
-        if self.call_open_bias is not None and asked is not None and left_open(asked, ""):
-            return self.call_open_bias
-        return self.call_bias
+        if self.biases.call_open is not None and asked is not None and left_open(asked, ""):
+            return self.biases.call_open
+        return self.biases.call
 
     def after_call_bias(self, b: int) -> float:
-        """The bias on another call right after one: ``open_bias`` while the request still asks for something no
+        """The bias on another call right after one: ``biases.open`` while the request still asks for something no
         call has answered (``constrain.left_open``: an id no call has used, or a tool asked for in more clauses than
-        it has calls), ``next_call_bias`` otherwise (and always, without the former)."""
+        it has calls), ``biases.next_call`` otherwise (and always, without the former)."""
         asked = self.open_in[b]
-        if self.open_bias is not None and asked is not None:
+        if self.biases.open is not None and asked is not None:
             if left_open(asked, self.decode(self.out[b])):  # type: ignore[misc]
-                return self.open_bias
-        return self.next_call_bias
+                return self.biases.open
+        return self.biases.next_call
 
     def weighed(self, b: int, allowed: Any) -> list[tuple[float, list[int]]]:
         """The biases taken from allowed tokens at row b's next choice, each with the tokens it weighs down: where
         the call in progress has an optional enum argument the request states and the model has not set,
-        ``enum_bias`` from those that pass it by; in a tool's name while the request asks for a tool no call has
-        answered, ``tool_bias`` from those that lead to another tool (:func:`passing_test`). [] elsewhere."""
+        ``biases.enum`` from those that pass it by; in a tool's name while the request asks for a tool no call has
+        answered, ``biases.tool`` from those that lead to another tool (:func:`passing_test`). [] elsewhere."""
         asked, constraint = self.open_in[b], self.constraints[b]
         out = self.out[b]
         if allowed is None or asked is None or not out or out[0] != START_CALL_ID:
@@ -494,11 +504,11 @@ class _Greedy:
 
     def choose(self, b: int, scores: _Scores, i: int) -> tuple[int, list[int]]:
         """Greedy's token at position ``i`` (under the grammar), and the tokens the grammar forces after it. At
-        the first position, ``call_bias`` (or ``call_open_bias``: :meth:`first_bias`) is added to the score of
+        the first position, ``biases.call`` (or ``biases.call_open``: :meth:`first_bias`) is added to the score of
         ``<start_function_call>`` (call or words);
-        right after a ``<end_function_call>``, ``next_call_bias`` is (another call, or the end of the calls).
-        Between the arguments of a call, ``enum_bias`` is taken from the tokens that would pass by an enum argument
-        the request states, and in a tool's name ``tool_bias`` from those that lead away from the tools the request
+        right after a ``<end_function_call>``, ``biases.next_call`` is (another call, or the end of the calls).
+        Between the arguments of a call, ``biases.enum`` is taken from the tokens that would pass by an enum argument
+        the request states, and in a tool's name ``biases.tool`` from those that lead away from the tools the request
         asks for (:meth:`weighed`). Where the grammar allows at most the head's ``limit`` tokens, only
         their scores are computed: the same choice (masked tokens are never chosen), for a few dot products."""
         import torch
@@ -595,18 +605,13 @@ def decode_greedy(
     speculate: int = 0,
     sources: Sequence[Sequence[int]] | None = None,
     requests: Sequence[str] | None = None,
-    call_bias: float = 0.0,
-    next_call_bias: float = 0.0,
+    biases: Biases = Biases(),
     sampling: Sequence[Sampling | None] | None = None,
     on_tokens: Callable[[int, list[int]], None] | None = None,
     head_limit: int = 0,
     outputs: Outputs | None = None,
-    open_bias: float | None = None,
     decode: Callable[[list[int]], str] | None = None,
     open_in: Sequence[str | None] | None = None,
-    enum_bias: float = 0.0,
-    tool_bias: float = 0.0,
-    call_open_bias: float | None = None,
 ) -> list[Decoded]:
     """Greedy decoding of each suffix after the shared prefix, all rows in one batch.
 
@@ -620,19 +625,19 @@ def decode_greedy(
 
     ``requests``: the request text of each row, for a grounded ``constraint`` (its grammar is built per request).
 
-    ``call_bias``: added to the score of ``<start_function_call>`` at the first position only: the calibrated
-    decision between a call and words (``calibrate.py``); 0 is plain greedy. ``call_open_bias`` (with ``requests``):
-    used there instead where the request asks for something by an id or a tool's words (``constrain.left_open``
-    before any call); ``None``: ``call_bias`` for every request. ``next_call_bias``: the same, right
-    after each ``<end_function_call>`` (another call, or ``<start_function_response>``). ``open_bias`` (with
-    ``requests`` and ``decode``, the row's tokens as text): used there instead while the request asks for something
-    no call has answered yet (``constrain.left_open``); ``None``: ``next_call_bias`` after every call. ``open_in``: per
-    row, the text whose ids and asks count (``None``: none), where it is not the request (a conversation's last
-    user message).
-    ``enum_bias`` (with a ``constraint`` and ``decode``): taken from the score of each token that would pass by an
+    ``biases`` (:class:`Biases`, calibrated by ``calibrate.py``; the default is plain greedy):
+    ``call`` is added to the score of ``<start_function_call>`` at the first position only: the decision between a
+    call and words. ``call_open`` (with ``requests``): used there instead where the request asks for something by
+    an id or a tool's words (``constrain.left_open`` before any call); ``None``: ``call`` for every request.
+    ``next_call``: the same, right after each ``<end_function_call>`` (another call, or
+    ``<start_function_response>``). ``open`` (with ``requests`` and ``decode``, the row's tokens as text): used
+    there instead while the request asks for something no call has answered yet (``constrain.left_open``);
+    ``None``: ``next_call`` after every call. ``open_in``: per row, the text whose ids and asks count (``None``:
+    none), where it is not the request (a conversation's last user message).
+    ``enum`` (with a ``constraint`` and ``decode``): taken from the score of each token that would pass by an
     optional enum argument the request states and the call has not set (``constrain.unsaid_enum``): "show me the
     failed tasks" gets its ``status``. The same rows' ``open_in`` text is where the values are looked for.
-    ``tool_bias`` (the same): taken from the score of each token of a tool's name that leads away from the tools
+    ``tool`` (the same): taken from the score of each token of a tool's name that leads away from the tools
     the request asks for and no call has answered (``constrain.asked_tools``): "… and pull up the chat log of
     session B" after a first call gets ``get_session_history``.
 
@@ -654,9 +659,8 @@ def decode_greedy(
     import torch
 
     B = len(suffixes)
-    g = _Greedy(suffixes, stop_ids, max_new_tokens, constraint, speculate, sources, requests, call_bias,
-                next_call_bias, sampling, outputs if speculate else None, open_bias, decode, open_in, enum_bias,
-                tool_bias, call_open_bias)
+    g = _Greedy(suffixes, stop_ids, max_new_tokens, constraint, speculate, sources, requests, biases, sampling,
+                outputs if speculate else None, decode, open_in)
     reported = [0] * B
     calls, t_prefill = 0, None
     has_constraint = any(c is not None for c in g.constraints)

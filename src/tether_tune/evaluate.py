@@ -225,10 +225,8 @@ def _evaluate_model(cfg: EvaluateConfig, examples: list[Example], tools: list[di
             unfinished = [any("max_new_tokens" in e for e in p.errors) for p in preds]
             report = score(examples, [p.raw for p in preds], tools, unfinished)
             report["latency"] = latency_summary([p.timings for p in preds], wall, cfg.batch_size)
-            report["meta"].update(model=str(model), decoding=decoding, call_bias=predictor.call_bias,
-                                  next_call_bias=predictor.next_call_bias, open_bias=predictor.open_bias,
-                                  enum_bias=predictor.enum_bias, tool_bias=predictor.tool_bias,
-                                  call_open_bias=predictor.call_open_bias)
+            report["meta"].update(model=str(model), decoding=decoding,
+                                  **{f"{k}_bias": v for k, v in predictor.biases._asdict().items()})
             reports[name] = report
             del predictor
         if cfg.compare_base and label != "base":

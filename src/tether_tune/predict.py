@@ -21,11 +21,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from .calibrate import CALL_BIAS_HELP, ENUM_BIAS_HELP, NEXT_CALL_BIAS_HELP, TOOL_BIAS_HELP
+from .calibrate import CALL_BIAS_HELP, ENUM_BIAS_HELP, NEXT_CALL_BIAS_HELP, TOOL_BIAS_HELP, run_biases
 from .config import ConfigError, print_config
 from .decoding import (  # noqa: F401  (part of this module's API)
     HEAD_LIMIT,
     HEAD_LIMIT_HELP,
+    Biases,
     Outputs,
     PrefixCache,
     decode_greedy,
@@ -93,20 +94,14 @@ class Predictor:
         base_model: str = "",
         speculate: int = 8,
         grounded: bool = True,
-        call_bias: float = 0.0,
-        next_call_bias: float = 0.0,
+        biases: Biases = Biases(),
         head_limit: int = HEAD_LIMIT,
-        open_bias: float | None = None,
-        enum_bias: float = 0.0,
-        tool_bias: float = 0.0,
-        call_open_bias: float | None = None,
     ):
         from .tokenizer import encode_segments, stop_token_ids
 
         self.head_limit = head_limit
         self.outputs = Outputs()  # earlier answers, drafted from (with speculate)
-        self.call_bias, self.next_call_bias, self.open_bias = call_bias, next_call_bias, open_bias
-        self.enum_bias, self.tool_bias, self.call_open_bias = enum_bias, tool_bias, call_open_bias
+        self.biases = biases  # the calibrated decisions (decoding.Biases; calibrate.run_biases for a run)
         self.model = model
         self.tokenizer = tokenizer
         self.tools = list(tools)
@@ -169,11 +164,9 @@ class Predictor:
         """A predictor over an already loaded ``rundir.LoadedRun`` (several decodings share one loaded model).
         ``call_bias``, ``next_call_bias``, ``enum_bias``, ``tool_bias`` ``None``: the run's calibrated biases
         (``open_bias`` included)."""
-        from .calibrate import run_biases
-
-        b = run_biases(run.info, call_bias, next_call_bias, enum_bias, tool_bias)
         return cls(run.model, run.tokenizer, run.tools, run.developer, constrained, max_new_tokens, run.base_model,
-                   speculate, grounded, b.call, b.next_call, head_limit, b.open, b.enum, b.tool, b.call_open)
+                   speculate, grounded, run_biases(run.info, call_bias, next_call_bias, enum_bias, tool_bias),
+                   head_limit)
 
     def encode(self, request: str) -> list[int]:
         """The full prompt's ids for ``request`` (what the uncached path would feed the model)."""
@@ -219,15 +212,10 @@ class Predictor:
                 self.speculate,
                 [[t for t in suffixes[i] if t not in controls] for i in idx],  # the request's own tokens
                 [requests[i] for i in idx],  # what a grounded grammar is built from
-                self.call_bias,
-                self.next_call_bias,
+                self.biases,
                 head_limit=self.head_limit,
                 outputs=self.outputs,
-                open_bias=self.open_bias,
                 decode=lambda ids: decode(self.tokenizer, ids),
-                enum_bias=self.enum_bias,  # these two weigh choices of the grammar: none without one
-                tool_bias=self.tool_bias,
-                call_open_bias=self.call_open_bias,
             )
             for i, d in zip(idx, decoded):
                 raw = decode(self.tokenizer, d.ids)

@@ -467,7 +467,7 @@ def exact_call_accuracy(model: Any, tokenizer: Any, examples: Sequence[Example],
 
     merged = inference_copy(model)
     with torch.no_grad():
-        predictor = Predictor(merged, tokenizer, tools, developer=developer, max_new_tokens=max_new_tokens, call_bias=0.0)
+        predictor = Predictor(merged, tokenizer, tools, developer=developer, max_new_tokens=max_new_tokens)
         preds = predictor.predict_batch([ex.request for ex in examples], batch_size=16)
     del merged, predictor
     unfinished = [any("max_new_tokens" in e for e in p.errors) for p in preds]  # scored as evaluate scores them

@@ -269,9 +269,8 @@ class Engine:
                 self.model, prefix, [j.suffix for j in jobs], self.stop_ids, [j.max_new_tokens for j in jobs],
                 [j.constraint for j in jobs], self.pad_id, self.speculate,
                 [[t for t in j.suffix if t not in _CONTROL_IDS] for j in jobs], [j.ground for j in jobs],
-                self.biases.call, self.biases.next_call, [j.sampling for j in jobs], on_tokens, self.head_limit,
-                self.outputs, self.biases.open, self.decode_ids, [j.asked for j in jobs], self.biases.enum,
-                self.biases.tool, self.biases.call_open)
+                self.biases, [j.sampling for j in jobs], on_tokens, self.head_limit, self.outputs, self.decode_ids,
+                [j.asked for j in jobs])
             seconds = time.perf_counter() - t0
             for job, d in zip(jobs, decoded):
                 raw = self.decode_ids(d.ids)
