@@ -414,7 +414,6 @@ class _Greedy:
         if (biases.open is not None or biases.enum or biases.tool) and decode is None:
             raise ValueError("the open, enum and tool biases need decode (the tokens said so far, as text)")
         self.biases, self.decode = biases, decode
-        self.weights = {"enum": biases.enum, "tool": biases.tool}
         self.token_text: dict[int, str] = {}  # one token's text, for the weighed choices
         self.stop, self.speculate = set(stop_ids), speculate
         self.limits = [max_new_tokens] * B if isinstance(max_new_tokens, int) else list(max_new_tokens)
@@ -491,7 +490,7 @@ class _Greedy:
             return []
         said = None
         weighed = []
-        for kind, bias in self.weights.items():
+        for kind, bias in (("enum", self.biases.enum), ("tool", self.biases.tool)):
             if bias:
                 said = self.decode(out) if said is None else said  # type: ignore[misc]
                 test = passing_test(kind, constraint.tools, asked, said)
